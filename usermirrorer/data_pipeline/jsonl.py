@@ -1,0 +1,126 @@
+"""The one reader and writer of JSONL records used by every stage.
+
+Stages read and write through these functions only, so a later version can shard files
+without touching stage logic (DESIGN.md §9). Writers append and flush per batch so a crash
+loses at most the batch in flight; :func:`done_keys` lets a stage skip finished records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from usermirrorer.errors import DataError, data_problem
+
+__all__ = ["read_jsonl", "iter_jsonl", "write_jsonl", "JsonlAppender", "done_keys"]
+
+
+def iter_jsonl(
+    path: str | os.PathLike, problems: list[str] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, record)`` for each non-blank line (1-based line numbers).
+
+    Args:
+        path: the JSONL file.
+        problems: if given, a bad line is appended here as ``file:line: json: what`` and
+            skipped, so a validator can report every bad line at once; otherwise it raises.
+
+    Raises:
+        DataError: a line that is not a JSON object, naming file and line.
+        FileNotFoundError: the file does not exist.
+    """
+    path = Path(path)
+    with path.open("r", encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                what = None if isinstance(record, dict) else (
+                    f"expected a JSON object, got {type(record).__name__}")
+            except json.JSONDecodeError as exc:
+                what = f"not valid JSON ({exc.msg} at column {exc.colno}); the line may be truncated"
+            if what is None:
+                yield lineno, record
+            elif problems is not None:
+                problems.append(data_problem(path, lineno, "json", what))
+            else:
+                raise DataError("malformed JSON line", [data_problem(path, lineno, "json", what)])
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read every record of a JSONL file."""
+    return [record for _, record in iter_jsonl(path)]
+
+
+def _dumps(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(", ", ": "))
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> int:
+    """Write records to ``path`` atomically (temp file + rename). Returns the count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    with tmp.open("w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(_dumps(record) + "\n")
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
+class JsonlAppender:
+    """Append records to a JSONL file, flushing after each batch.
+
+    A partially written last line (from a crash mid-write) is cut off when the file is
+    opened, so a resumed stage never reads a torn record.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _drop_torn_tail(self.path)
+        self._fh = self.path.open("a", encoding="utf-8")
+
+    def write(self, records: Iterable[dict[str, Any]]) -> None:
+        for record in records:
+            self._fh.write(_dumps(record) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"JsonlAppender({str(self.path)!r})"
+
+
+def _drop_torn_tail(path: Path) -> None:
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as fh:
+        data = fh.read()
+        if data.endswith(b"\n"):
+            return
+        cut = data.rfind(b"\n") + 1
+        fh.truncate(cut)
+
+
+def done_keys(path: str | os.PathLike, key: Callable[[dict[str, Any]], Any]) -> set[Any]:
+    """Keys of records already in ``path`` (empty if it does not exist); for resuming."""
+    path = Path(path)
+    if not path.exists():
+        return set()
+    _drop_torn_tail(path)
+    return {key(record) for _, record in iter_jsonl(path)}

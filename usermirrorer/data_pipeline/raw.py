@@ -1,0 +1,436 @@
+"""The unified raw format: three JSONL files per dataset, validated on load (DESIGN.md §2).
+
+``<project>/raws/<D>_user_feature.jsonl``, ``<D>_item_feature.jsonl``, ``<D>_interaction.jsonl``.
+
+:func:`load_raws` reads them into a :class:`RawDataset`: integer-indexed numpy arrays that scene
+sampling, the choice models and the environment share. Every problem found while loading is
+reported as ``file:line: field: what was expected``, all of them at once, and nothing is dropped
+silently.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from usermirrorer.data_pipeline.jsonl import iter_jsonl, write_jsonl
+from usermirrorer.errors import DataError, data_problem
+
+__all__ = [
+    "RawPaths",
+    "RawDataset",
+    "raw_paths",
+    "load_raws",
+    "write_raws",
+    "format_time",
+    "parse_time",
+    "dataset_records",
+]
+
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+_MAX_PROBLEMS = 200
+
+
+@dataclass(frozen=True)
+class RawPaths:
+    """Where the three raw files of one dataset live."""
+
+    users: Path
+    items: Path
+    interactions: Path
+
+    def __iter__(self):
+        return iter((self.users, self.items, self.interactions))
+
+
+def raw_paths(project_path: str | os.PathLike, dataset: str) -> RawPaths:
+    """Paths of the raw files of ``dataset`` under ``project_path/raws``."""
+    root = Path(project_path) / "raws"
+    return RawPaths(
+        users=root / f"{dataset}_user_feature.jsonl",
+        items=root / f"{dataset}_item_feature.jsonl",
+        interactions=root / f"{dataset}_interaction.jsonl",
+    )
+
+
+def format_time(seconds: int | np.integer) -> str:
+    """Unix seconds -> ``YYYY-MM-DD HH:MM:SS`` (UTC, the raw format's timestamp)."""
+    return str(np.datetime64(int(seconds), "s")).replace("T", " ")
+
+
+def parse_time(text: str) -> int:
+    """``YYYY-MM-DD HH:MM:SS`` -> unix seconds. Raises ValueError on anything else."""
+    if not isinstance(text, str) or len(text) != 19:
+        raise ValueError(f"expected 'YYYY-MM-DD HH:MM:SS', got {text!r}")
+    return int(np.datetime64(text, "s").astype(np.int64))
+
+
+@dataclass(eq=False)
+class RawDataset:
+    """One dataset in memory, integer-indexed.
+
+    Users and items are numbered ``0..n-1`` in file order. Interactions are sorted by user, then
+    time (ties keep file order); the interactions of user ``u`` are rows
+    ``user_ptr[u]:user_ptr[u+1]``. Behaviour features are columns aligned with the interaction
+    rows: float arrays (NaN where absent) for numeric fields, object arrays otherwise.
+
+    Attributes:
+        name: dataset name (``ml-100k``, ...).
+        user_ids, item_ids: external ids, index -> id.
+        user_description, item_description: what the LLM may read, one dict per user / item.
+        user_features, item_features: inputs of feature functions and filters.
+        inter_user, inter_item: int32 indices per interaction.
+        inter_time: int64 unix seconds per interaction.
+        behavior: behaviour-feature columns per interaction.
+        user_ptr: int64 CSR offsets, length ``n_users + 1``.
+        inter_line: 1-based line of each interaction in its source file (0 if generated).
+    """
+
+    name: str
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    user_description: list[dict[str, Any]]
+    user_features: list[dict[str, Any]]
+    item_description: list[dict[str, Any]]
+    item_features: list[dict[str, Any]]
+    inter_user: np.ndarray
+    inter_item: np.ndarray
+    inter_time: np.ndarray
+    behavior: dict[str, np.ndarray] = field(default_factory=dict)
+    inter_line: np.ndarray | None = None
+    user_ptr: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.inter_user)
+        order = np.lexsort((np.arange(n), self.inter_time, self.inter_user))
+        self.inter_user = np.ascontiguousarray(self.inter_user[order], dtype=np.int32)
+        self.inter_item = np.ascontiguousarray(self.inter_item[order], dtype=np.int32)
+        self.inter_time = np.ascontiguousarray(self.inter_time[order], dtype=np.int64)
+        self.behavior = {k: v[order] for k, v in self.behavior.items()}
+        if self.inter_line is not None:
+            self.inter_line = self.inter_line[order]
+        counts = np.bincount(self.inter_user, minlength=self.n_users)
+        self.user_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self._user_index: dict[str, int] | None = None
+        self._item_index: dict[str, int] | None = None
+
+    # sizes -------------------------------------------------------------------------------
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_interactions(self) -> int:
+        return len(self.inter_user)
+
+    # lookups -----------------------------------------------------------------------------
+    @property
+    def user_index(self) -> dict[str, int]:
+        """External user id -> index."""
+        if self._user_index is None:
+            self._user_index = {uid: i for i, uid in enumerate(self.user_ids.tolist())}
+        return self._user_index
+
+    @property
+    def item_index(self) -> dict[str, int]:
+        """External item id -> index."""
+        if self._item_index is None:
+            self._item_index = {iid: i for i, iid in enumerate(self.item_ids.tolist())}
+        return self._item_index
+
+    def user_rows(self, user: int) -> slice:
+        """Interaction rows of ``user`` (sorted by time)."""
+        return slice(int(self.user_ptr[user]), int(self.user_ptr[user + 1]))
+
+    def rows_before(self, user: int, time: int) -> slice:
+        """Interaction rows of ``user`` strictly before ``time``."""
+        start = int(self.user_ptr[user])
+        stop = int(self.user_ptr[user + 1])
+        return slice(start, start + int(np.searchsorted(self.inter_time[start:stop], time, "left")))
+
+    def behavior_of(self, row: int) -> dict[str, Any]:
+        """Behaviour features of one interaction row, NaN/None fields omitted."""
+        out: dict[str, Any] = {}
+        for key, column in self.behavior.items():
+            value = column[row]
+            if value is None or (isinstance(value, float) and np.isnan(value)):
+                continue
+            if isinstance(value, np.floating) and float(value).is_integer():
+                value = int(value)
+            elif isinstance(value, np.generic):
+                value = value.item()
+            out[key] = value
+        return out
+
+    def item_popularity(self) -> np.ndarray:
+        """Interaction count per item over the whole log."""
+        return np.bincount(self.inter_item, minlength=self.n_items)
+
+    def __repr__(self) -> str:
+        span = ""
+        if self.n_interactions:
+            span = f", {format_time(self.inter_time.min())} .. {format_time(self.inter_time.max())}"
+        return (
+            f"RawDataset({self.name!r}: {self.n_users:,} users, {self.n_items:,} items, "
+            f"{self.n_interactions:,} interactions{span})"
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Counts a CLI prints after loading or converting."""
+        per_user = np.diff(self.user_ptr)
+        return {
+            "dataset": self.name,
+            "users": self.n_users,
+            "items": self.n_items,
+            "interactions": self.n_interactions,
+            "interactions_per_user_median": float(np.median(per_user)) if self.n_users else 0.0,
+            "first": format_time(self.inter_time.min()) if self.n_interactions else None,
+            "last": format_time(self.inter_time.max()) if self.n_interactions else None,
+            "behavior_features": sorted(self.behavior),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+class _Problems:
+    """Collects problems up to a cap, so one bad file reports many lines at once."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self.truncated = False
+
+    def add(self, path: Path, line: int | None, field_name: str | None, what: str) -> None:
+        if len(self.items) < _MAX_PROBLEMS:
+            self.items.append(data_problem(path, line, field_name, what))
+        else:
+            self.truncated = True
+
+    def raise_if_any(self, dataset: str) -> None:
+        if self.items:
+            extra = " (only the first ones are listed)" if self.truncated else ""
+            raise DataError(
+                f"the raw files of dataset {dataset!r} have {len(self.items)} problem(s){extra}; "
+                "fix the lines below (format: DESIGN.md §2)",
+                self.items,
+            )
+
+
+def _read_entities(path: Path, kind: str, problems: _Problems):
+    """Read a user or item file: ids, descriptions, features."""
+    id_key, desc_key, feat_key = f"{kind}_id", f"{kind}_description", f"{kind}_features"
+    ids: list[str] = []
+    descriptions: list[dict] = []
+    features: list[dict] = []
+    first_line: dict[str, int] = {}
+    if not path.exists():
+        raise DataError(
+            f"missing raw file {path}",
+            [data_problem(path, None, None, "file not found; run `usermirrorer preprocess` first")],
+        )
+    bad_lines: list[str] = []
+    for lineno, record in iter_jsonl(path, bad_lines):
+        entity_id = record.get(id_key)
+        if id_key not in record:
+            problems.add(path, lineno, id_key, "missing key; expected a string id")
+            continue
+        if not isinstance(entity_id, str) or not entity_id:
+            problems.add(path, lineno, id_key, f"expected a non-empty string, got {entity_id!r}")
+            continue
+        if entity_id in first_line:
+            problems.add(path, lineno, id_key,
+                         f"duplicate id {entity_id!r} (first seen on line {first_line[entity_id]})")
+            continue
+        ok = True
+        for key in (desc_key, feat_key):
+            if key not in record:
+                problems.add(path, lineno, key, "missing key; expected an object ({} if empty)")
+                ok = False
+            elif not isinstance(record[key], dict):
+                problems.add(path, lineno, key,
+                             f"expected an object, got {type(record[key]).__name__}")
+                ok = False
+        if not ok:
+            continue
+        first_line[entity_id] = lineno
+        ids.append(entity_id)
+        descriptions.append(record[desc_key])
+        features.append(record[feat_key])
+    problems.items.extend(bad_lines)
+    if not ids and not problems.items:
+        problems.add(path, None, None, f"empty file; expected one {kind} per line")
+    return ids, descriptions, features
+
+
+def _behavior_columns(rows: list[dict], n: int) -> dict[str, np.ndarray]:
+    keys: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            keys.setdefault(key, None)
+    columns: dict[str, np.ndarray] = {}
+    for key in keys:
+        values = [row.get(key) for row in rows]
+        numeric = all(
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values
+        )
+        if numeric:
+            columns[key] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        else:
+            column = np.empty(n, dtype=object)
+            column[:] = values
+            columns[key] = column
+    return columns
+
+
+def load_raws(project_path: str | os.PathLike, dataset: str) -> RawDataset:
+    """Load and validate the raw files of ``dataset``.
+
+    Checks: every line is a JSON object; required keys present with the right types; ids are
+    unique; interactions reference known users and items; timestamps are
+    ``YYYY-MM-DD HH:MM:SS``; no file is empty.
+
+    Raises:
+        DataError: listing every problem as ``file:line: field: what was expected``.
+    """
+    paths = raw_paths(project_path, dataset)
+    problems = _Problems()
+    user_ids, user_desc, user_feat = _read_entities(paths.users, "user", problems)
+    item_ids, item_desc, item_feat = _read_entities(paths.items, "item", problems)
+    user_index = {uid: i for i, uid in enumerate(user_ids)}
+    item_index = {iid: i for i, iid in enumerate(item_ids)}
+
+    path = paths.interactions
+    if not path.exists():
+        raise DataError(
+            f"missing raw file {path}",
+            [data_problem(path, None, None, "file not found; run `usermirrorer preprocess` first")],
+        )
+    users: list[int] = []
+    items: list[int] = []
+    times: list[str] = []
+    lines: list[int] = []
+    behaviors: list[dict] = []
+    bad_lines: list[str] = []
+    for lineno, record in iter_jsonl(path, bad_lines):
+        ok = True
+        for key, index in (("user_id", user_index), ("item_id", item_index)):
+            if key not in record:
+                problems.add(path, lineno, key, "missing key")
+                ok = False
+            elif record[key] not in index:
+                kind = "user" if key == "user_id" else "item"
+                where = paths.users if kind == "user" else paths.items
+                problems.add(path, lineno, key,
+                             f"unknown {kind} {record[key]!r}: not in {where.name}")
+                ok = False
+        stamp = record.get("timestamp")
+        if "timestamp" not in record:
+            problems.add(path, lineno, "timestamp", "missing key; expected 'YYYY-MM-DD HH:MM:SS'")
+            ok = False
+        elif not isinstance(stamp, str) or len(stamp) != 19:
+            problems.add(path, lineno, "timestamp",
+                         f"expected 'YYYY-MM-DD HH:MM:SS', got {stamp!r}")
+            ok = False
+        behavior = record.get("behavior_features")
+        if "behavior_features" not in record:
+            problems.add(path, lineno, "behavior_features", "missing key; expected an object ({} if none)")
+            ok = False
+        elif not isinstance(behavior, dict):
+            problems.add(path, lineno, "behavior_features",
+                         f"expected an object, got {type(behavior).__name__}")
+            ok = False
+        if not ok:
+            continue
+        users.append(user_index[record["user_id"]])
+        items.append(item_index[record["item_id"]])
+        times.append(stamp)
+        lines.append(lineno)
+        behaviors.append(behavior)
+    problems.items.extend(bad_lines)
+
+    inter_time = np.zeros(len(times), dtype=np.int64)
+    if times:
+        try:
+            inter_time = np.array(times, dtype="datetime64[s]").astype(np.int64)
+        except ValueError:
+            # Vectorised parse failed somewhere: find each bad line to name it.
+            for i, stamp in enumerate(times):
+                try:
+                    inter_time[i] = parse_time(stamp)
+                except ValueError as exc:
+                    problems.add(path, lines[i], "timestamp",
+                                 f"expected 'YYYY-MM-DD HH:MM:SS', got {stamp!r} ({exc})")
+    elif not problems.items:
+        problems.add(path, None, None, "empty file; expected one interaction per line")
+    problems.raise_if_any(dataset)
+
+    return RawDataset(
+        name=dataset,
+        user_ids=np.array(user_ids, dtype=object),
+        item_ids=np.array(item_ids, dtype=object),
+        user_description=user_desc,
+        user_features=user_feat,
+        item_description=item_desc,
+        item_features=item_feat,
+        inter_user=np.array(users, dtype=np.int32),
+        inter_item=np.array(items, dtype=np.int32),
+        inter_time=inter_time,
+        behavior=_behavior_columns(behaviors, len(behaviors)),
+        inter_line=np.array(lines, dtype=np.int64),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def write_raws(
+    project_path: str | os.PathLike,
+    dataset: str,
+    users: Iterable[Mapping[str, Any]],
+    items: Iterable[Mapping[str, Any]],
+    interactions: Iterable[Mapping[str, Any]],
+) -> RawPaths:
+    """Write the three raw files of ``dataset`` (each atomically) and return their paths.
+
+    Records must already be in the raw format (DESIGN.md §2); converters build them. Use
+    :func:`load_raws` afterwards to validate.
+    """
+    paths = raw_paths(project_path, dataset)
+    write_jsonl(paths.users, (dict(r) for r in users))
+    write_jsonl(paths.items, (dict(r) for r in items))
+    write_jsonl(paths.interactions, (dict(r) for r in interactions))
+    return paths
+
+
+def dataset_records(ds: RawDataset):
+    """The raw records of an in-memory dataset (users, items, interactions) for :func:`write_raws`."""
+    users = (
+        {"user_id": uid, "user_description": d, "user_features": f}
+        for uid, d, f in zip(ds.user_ids.tolist(), ds.user_description, ds.user_features)
+    )
+    items = (
+        {"item_id": iid, "item_description": d, "item_features": f}
+        for iid, d, f in zip(ds.item_ids.tolist(), ds.item_description, ds.item_features)
+    )
+    stamps = np.datetime_as_string(ds.inter_time.astype("datetime64[s]"), unit="s")
+    interactions = (
+        {
+            "user_id": ds.user_ids[ds.inter_user[row]],
+            "item_id": ds.item_ids[ds.inter_item[row]],
+            "timestamp": str(stamps[row]).replace("T", " "),
+            "behavior_features": ds.behavior_of(row),
+        }
+        for row in range(ds.n_interactions)
+    )
+    return users, items, interactions
