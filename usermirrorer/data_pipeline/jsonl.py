@@ -33,14 +33,18 @@ def iter_jsonl(
         FileNotFoundError: the file does not exist.
     """
     path = Path(path)
-    with path.open("r", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
+    with path.open("rb") as fh:
+        for lineno, raw_line in enumerate(fh, start=1):
+            if not raw_line.strip():
                 continue
             try:
+                line = raw_line.decode("utf-8")
                 record = json.loads(line)
                 what = None if isinstance(record, dict) else (
                     f"expected a JSON object, got {type(record).__name__}")
+            except UnicodeDecodeError as exc:
+                what = (f"not valid UTF-8 (byte {raw_line[exc.start]:#04x} at column {exc.start + 1}); "
+                        "re-encode the file as UTF-8")
             except json.JSONDecodeError as exc:
                 what = f"not valid JSON ({exc.msg} at column {exc.colno}); the line may be truncated"
             if what is None:

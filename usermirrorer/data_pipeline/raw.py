@@ -238,6 +238,7 @@ def _read_entities(path: Path, kind: str, problems: _Problems):
             f"missing raw file {path}",
             [data_problem(path, None, None, "file not found; run `usermirrorer preprocess` first")],
         )
+    problems_before = len(problems.items)
     bad_lines: list[str] = []
     for lineno, record in iter_jsonl(path, bad_lines):
         entity_id = record.get(id_key)
@@ -267,7 +268,7 @@ def _read_entities(path: Path, kind: str, problems: _Problems):
         descriptions.append(record[desc_key])
         features.append(record[feat_key])
     problems.items.extend(bad_lines)
-    if not ids and not problems.items:
+    if not ids and len(problems.items) == problems_before:
         problems.add(path, None, None, f"empty file; expected one {kind} per line")
     return ids, descriptions, features
 
@@ -320,6 +321,7 @@ def load_raws(project_path: str | os.PathLike, dataset: str) -> RawDataset:
     times: list[str] = []
     lines: list[int] = []
     behaviors: list[dict] = []
+    problems_before = len(problems.items)
     bad_lines: list[str] = []
     for lineno, record in iter_jsonl(path, bad_lines):
         ok = True
@@ -370,7 +372,7 @@ def load_raws(project_path: str | os.PathLike, dataset: str) -> RawDataset:
                 except ValueError as exc:
                     problems.add(path, lines[i], "timestamp",
                                  f"expected 'YYYY-MM-DD HH:MM:SS', got {stamp!r} ({exc})")
-    elif not problems.items:
+    elif len(problems.items) == problems_before:
         problems.add(path, None, None, "empty file; expected one interaction per line")
     problems.raise_if_any(dataset)
 
