@@ -1,0 +1,395 @@
+"""Scene-sampling speed and memory (DESIGN.md §3, issue 3).
+
+Measures, on MovieLens-100K (converted from the ``recbole`` package if the project has no raws):
+
+- scenes/s for 256 eval scenes (K=5) and 2,000 / 8,000 train scenes (K in 2..12), standard and
+  popularity-matched negatives, excluding the one-off embedding computation (timed apart);
+- the same work done the way a straightforward implementation does it — one pandas
+  ``DataFrame.apply`` over the sampled rows, each row filtering the log and scoring the catalog
+  on its own — on 256 scenes, as the same-run baseline for the speed ratio;
+- peak RSS of each run (VmHWM, reset before it);
+
+and on the synthetic generator's large catalog (default 1M items / 10M interactions): the
+one-off setup (randomized spectral embedding, hashing text embedding) and sampling in bounded
+chunks, with peak RSS.
+
+Wall time depends on what else runs on the machine (the 2 cores are shared), so CPU time of
+the process is reported too; the load average is recorded with the results.
+
+Run:  python benchmarks/scene_sampling.py [--project-path W] [--skip-large]
+Writes benchmarks/results/scene_sampling.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# ---------------------------------------------------------------------------------------------
+# measurement helpers
+
+
+def _reset_peak_rss() -> None:
+    """Reset VmHWM (Linux >= 4.0) so the next reading is the peak of what follows."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+def _rss_mib(field: str = "VmHWM") -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+class Measure:
+    """Wall time, CPU time and peak RSS of a block."""
+
+    def __enter__(self) -> Measure:
+        gc.collect()
+        _reset_peak_rss()
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall0
+        self.cpu = time.process_time() - self.cpu0
+        self.peak_mib = _rss_mib("VmHWM")
+
+
+def _load() -> float:
+    return os.getloadavg()[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# the per-row pandas baseline
+
+
+def pandas_apply_baseline(ds, strategy, rows: np.ndarray, k_range: tuple[int, int], seed: int,
+                          V: np.ndarray, E: np.ndarray) -> list[dict[str, Any]]:
+    """The same scenes built row by row with ``DataFrame.apply`` (how a first implementation
+    reads): each row filters the whole log for the user's history, masks the catalog and takes
+    the four ranked lists on its own. Used only as the speed baseline."""
+    import pandas as pd
+
+    from usermirrorer.data_pipeline.raw import format_time
+
+    rng = np.random.default_rng(seed)
+    log = pd.DataFrame({"user": ds.inter_user, "item": ds.inter_item, "time": ds.inter_time})
+    release = strategy.release_times(ds)
+    pop = np.bincount(ds.inter_item, minlength=ds.n_items).astype(float) + 1.0
+    unit = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+    lo, hi = k_range
+
+    def one(row: pd.Series) -> dict[str, Any]:
+        user, item, now = int(row["user"]), int(row["item"]), int(row["time"])
+        mine = log[log["user"] == user]
+        history = mine[mine["time"] < now]
+        seen = set(mine[mine["time"] <= now]["item"].tolist())
+        allowed = np.array([i for i in range(ds.n_items)
+                            if i not in seen and i != item and (release is None or release[i] <= now)])
+        k = int(rng.integers(lo, hi + 1))
+        length = hi - 1
+        lists = [
+            rng.choice(allowed, size=min(length, len(allowed)), replace=False),
+            rng.choice(allowed, size=min(length, len(allowed)), replace=False, p=pop[allowed] / pop[allowed].sum()),
+            allowed[np.argsort(-(V[history["item"].to_numpy()].sum(0) @ V[allowed].T))[:length]],
+            allowed[np.argsort(-(unit[item] @ unit[allowed].T))[:length]],
+        ]
+        labels = rng.permutation(np.repeat(np.arange(4), length))
+        cursor = [0, 0, 0, 0]
+        merged: list[int] = []
+        for label in labels:
+            candidate = int(lists[label][cursor[label]])
+            cursor[label] += 1
+            if candidate not in merged:
+                merged.append(candidate)
+        others = merged[: k - 1]
+        pos = int(rng.integers(0, len(others) + 1))
+        shown = others[:pos] + [item] + others[pos:]
+        h = history.tail(int(rng.integers(2, 11)))
+        return {
+            "dataset": ds.name, "user_id": ds.user_ids[user], "item_id": ds.item_ids[item],
+            "timestamp": format_time(now), "impression_list": [ds.item_ids[i] for i in shown],
+            "item_pos": pos, "choice_cnt": len(shown),
+            "text": {
+                "profile": strategy.profile(ds, user),
+                "history": strategy.history(ds, h["item"].tolist(), h["time"].tolist(),
+                                            [ds.behavior_of(r) for r in h.index], now),
+                "action_list": [strategy.exposure_item(ds, i, now) for i in shown],
+            },
+        }
+
+    return log.iloc[rows].apply(one, axis=1).tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# runs
+
+
+def _ml100k(project: Path):
+    from usermirrorer.data_pipeline.raw import load_raws, raw_paths
+
+    if not raw_paths(project, "ml-100k").interactions.exists():
+        from usermirrorer.cli import main
+
+        if main(["preprocess", "ml-100k", "--project-path", str(project)]) != 0:
+            raise SystemExit("could not convert ML-100K (is recbole installed?)")
+    return load_raws(project, "ml-100k")
+
+
+def _timed_sampling(ds, config, sampler, progress_label: str) -> dict[str, Any]:
+    from usermirrorer.data_pipeline.scenes import sample_scenes
+
+    render_time = [0.0]
+    original = sampler._render
+
+    def timed_render(*args):
+        t = time.process_time()
+        out = original(*args)
+        render_time[0] += time.process_time() - t
+        return out
+
+    sampler._render = timed_render
+    try:
+        with Measure() as m:
+            records, report = sample_scenes(ds, config, sampler=sampler)
+    finally:
+        sampler._render = original
+    n = len(records)
+    return {
+        "run": progress_label, "scenes": n, "wall_s": round(m.wall, 3), "cpu_s": round(m.cpu, 3),
+        "scenes_per_s_wall": round(n / m.wall, 1), "scenes_per_s_cpu": round(n / m.cpu, 1),
+        "text_cpu_s": round(render_time[0], 3),
+        "scenes_per_s_cpu_without_text": round(n / max(m.cpu - render_time[0], 1e-9), 1),
+        "peak_rss_mib": round(m.peak_mib, 1), "load_avg": round(_load(), 2),
+        "exposure_sizes": {str(k): v for k, v in sorted(report.exposure_sizes.items())},
+    }
+
+
+def bench_ml100k(project: Path, embedder: str, seed: int) -> dict[str, Any]:
+    from usermirrorer.data_pipeline.embeddings import collaborative_embedding, content_embedding
+    from usermirrorer.data_pipeline.scenes import SceneConfig, SceneSampler, eligible_rows, sample_scenes
+    from usermirrorer.data_pipeline.strategies import get_strategy
+
+    ds = _ml100k(project)
+    out: dict[str, Any] = {"dataset": repr(ds), "embedder": embedder, "runs": []}
+    with Measure() as m:
+        V = collaborative_embedding(ds, project)
+        E = content_embedding(ds, project, embedder)
+    out["embeddings_setup"] = {"wall_s": round(m.wall, 2), "cpu_s": round(m.cpu, 2),
+                               "note": "one-off (cached under embeddings/ afterwards)"}
+    runs = [
+        ("eval 256, K=5", SceneConfig(n_samples=256, min_exposure=5, max_exposure=5, split="eval",
+                                      seed=seed, embedder=embedder)),
+        ("train 2000, K=2..12", SceneConfig(n_samples=2000, min_exposure=2, max_exposure=12, seed=seed,
+                                            embedder=embedder)),
+        ("train 8000, K=2..12", SceneConfig(n_samples=8000, min_exposure=2, max_exposure=12, seed=seed,
+                                            embedder=embedder)),
+        ("eval 256, K=5, popularity-matched", SceneConfig(
+            n_samples=256, min_exposure=5, max_exposure=5, split="eval", seed=seed, embedder=embedder,
+            negatives="popularity-matched")),
+        ("train 2000, K=2..12, popularity-matched", SceneConfig(
+            n_samples=2000, min_exposure=2, max_exposure=12, seed=seed, embedder=embedder,
+            negatives="popularity-matched")),
+    ]
+    samplers: dict[str, SceneSampler] = {}
+    for label, config in runs:
+        # Scorers are built once per kind of run (embeddings come from the cache): not timed.
+        if config.negatives not in samplers:
+            samplers[config.negatives] = SceneSampler(ds, config, project_path=project)
+            # Warm-up (first-touch page faults, BLAS start-up): one-off costs, not per scene.
+            from dataclasses import replace
+
+            sample_scenes(ds, replace(config, n_samples=32, seed=config.seed + 1), sampler=samplers[config.negatives])
+        out["runs"].append(_timed_sampling(ds, config, samplers[config.negatives], label))
+        print(f"  {label}: {out['runs'][-1]['scenes_per_s_wall']:,.0f} scenes/s wall, "
+              f"{out['runs'][-1]['scenes_per_s_cpu']:,.0f} scenes/s CPU")
+
+    # Same-run baseline: per-row pandas apply on 256 train scenes (K=2..12).
+    strategy = get_strategy(ds.name)
+    rows = np.random.default_rng(seed).choice(eligible_rows(ds, 3), size=256, replace=False)
+    with Measure() as m:
+        base = pandas_apply_baseline(ds, strategy, rows, (2, 12), seed, V, E)
+    out["pandas_apply_baseline"] = {
+        "run": "train 256, K=2..12, per-row DataFrame.apply", "scenes": len(base),
+        "wall_s": round(m.wall, 3), "cpu_s": round(m.cpu, 3),
+        "scenes_per_s_wall": round(len(base) / m.wall, 1), "scenes_per_s_cpu": round(len(base) / m.cpu, 1),
+        "peak_rss_mib": round(m.peak_mib, 1), "load_avg": round(_load(), 2),
+    }
+    vec = next(r for r in out["runs"] if r["run"] == "train 2000, K=2..12")
+    out["speedup_vs_pandas_apply_cpu"] = round(vec["scenes_per_s_cpu"] / out["pandas_apply_baseline"]["scenes_per_s_cpu"], 1)
+    print(f"  pandas apply baseline: {out['pandas_apply_baseline']['scenes_per_s_cpu']:,.0f} scenes/s CPU "
+          f"-> vectorised is {out['speedup_vs_pandas_apply_cpu']}x")
+    return out
+
+
+def bench_large(n_users: int, n_items: int, n_interactions: int, n_scenes: int, seed: int,
+                chunk_mb: int) -> dict[str, Any]:
+    from usermirrorer.data_pipeline.scenes import SceneConfig, SceneSampler
+    from usermirrorer.data_pipeline.synthetic import generate_synthetic
+
+    out: dict[str, Any] = {"users": n_users, "items": n_items, "interactions": n_interactions,
+                           "chunk_mb": chunk_mb, "runs": []}
+    with Measure() as m:
+        ds = generate_synthetic(n_users=n_users, n_items=n_items, n_interactions=n_interactions,
+                                seed=seed, progress=True)
+    out["generate"] = {"wall_s": round(m.wall, 1), "peak_rss_mib": round(m.peak_mib, 1)}
+    out["dataset_rss_mib"] = round(_rss_mib("VmRSS"), 1)
+    print(f"  generated {ds!r} in {m.wall:.0f} s; RSS {out['dataset_rss_mib']:.0f} MiB")
+    embedder = "hashing-64"
+    config = SceneConfig(n_samples=n_scenes, min_exposure=2, max_exposure=12, seed=seed,
+                         embedder=embedder, chunk_bytes=chunk_mb * 2**20)
+    with Measure() as m:
+        sampler = SceneSampler(ds, config)  # randomized SVD + hashing text embedding, in memory
+    out["setup"] = {"wall_s": round(m.wall, 1), "cpu_s": round(m.cpu, 1), "peak_rss_mib": round(m.peak_mib, 1),
+                    "embedder": embedder, "chunk_scenes": sampler.chunk,
+                    "note": "one-off: randomized spectral embedding of 1M items + text embedding"}
+    print(f"  setup {m.wall:.0f} s, peak RSS {m.peak_mib:.0f} MiB, chunk {sampler.chunk} scenes")
+    out["runs"].append(_timed_sampling(ds, config, sampler, f"train {n_scenes}, K=2..12"))
+    print(f"  sampling: {out['runs'][-1]}")
+    pm = SceneConfig(n_samples=max(64, n_scenes // 4), min_exposure=5, max_exposure=5, split="eval", seed=seed,
+                     embedder=embedder, chunk_bytes=chunk_mb * 2**20, negatives="popularity-matched")
+    pm_sampler = SceneSampler(ds, pm)
+    out["runs"].append(_timed_sampling(ds, pm, pm_sampler, f"eval {pm.n_samples}, K=5, popularity-matched"))
+    print(f"  popularity-matched: {out['runs'][-1]}")
+    out["peak_rss_mib_overall"] = round(max([r["peak_rss_mib"] for r in out["runs"]] + [out["setup"]["peak_rss_mib"]]), 1)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def _markdown(result: dict[str, Any]) -> str:
+    lines = ["# Scene sampling: speed and memory", "",
+             f"Machine: {result['machine']}; BLAS threads: {result.get('blas_threads')}. "
+             f"Load average at start {result['load_start']}, end {result['load_end']} "
+             "(the 2 cores are shared with other jobs: wall-clock rates vary with load; CPU-time rates are "
+             "the process's own work).", "",
+             "Command: `python benchmarks/scene_sampling.py`", ""]
+    ml = result.get("ml100k")
+    if ml:
+        lines += ["## MovieLens-100K", "", f"{ml['dataset']}; content embedder `{ml['embedder']}`. "
+                  f"One-off embeddings: {ml['embeddings_setup']['wall_s']} s wall (excluded below, cached after).", "",
+                  "| run | scenes | wall s | scenes/s (wall) | scenes/s (CPU) | text rendering CPU s | "
+                  "scenes/s (CPU, without text) | peak RSS MiB | load |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in ml["runs"] + [ml["pandas_apply_baseline"]]:
+            lines.append(f"| {r['run']} | {r['scenes']} | {r['wall_s']} | {r['scenes_per_s_wall']:,.0f} | "
+                         f"{r['scenes_per_s_cpu']:,.0f} | {r.get('text_cpu_s', '-')} | "
+                         f"{r.get('scenes_per_s_cpu_without_text', '-')} | {r['peak_rss_mib']:,.0f} | {r['load_avg']} |")
+        lines += ["", f"Vectorised vs per-row `DataFrame.apply` (train, K=2..12, CPU time, same run): "
+                      f"**{ml['speedup_vs_pandas_apply_cpu']}x**.", ""]
+    large = result.get("large")
+    if large:
+        lines += ["## Large synthetic catalog", "",
+                  f"{large['users']:,} users, {large['items']:,} items, {large['interactions']:,} interactions "
+                  f"(generated in {large['generate']['wall_s']} s; dataset RSS {large['dataset_rss_mib']:,.0f} MiB). "
+                  f"Score chunk bound {large['chunk_mb']} MiB -> {large['setup']['chunk_scenes']} scenes per chunk.", "",
+                  f"Setup (randomized spectral embedding + `{large['setup']['embedder']}` text embedding): "
+                  f"{large['setup']['wall_s']} s wall, peak RSS {large['setup']['peak_rss_mib']:,.0f} MiB.", "",
+                  "| run | scenes | wall s | scenes/s (wall) | scenes/s (CPU) | peak RSS MiB |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for r in large["runs"]:
+            lines.append(f"| {r['run']} | {r['scenes']} | {r['wall_s']} | {r['scenes_per_s_wall']:,.1f} | "
+                         f"{r['scenes_per_s_cpu']:,.1f} | {r['peak_rss_mib']:,.0f} |")
+        lines += ["", f"Peak RSS over setup and sampling: **{large['peak_rss_mib_overall']:,.0f} MiB** "
+                      "(includes the dataset itself).", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _table(result: dict[str, Any]):
+    from rich.table import Table
+
+    table = Table(title="scene sampling")
+    for col in ("data", "run", "scenes", "scenes/s wall", "scenes/s CPU", "peak RSS MiB"):
+        table.add_column(col)
+    for key in ("ml100k", "large"):
+        part = result.get(key)
+        if not part:
+            continue
+        rows = part["runs"] + ([part["pandas_apply_baseline"]] if "pandas_apply_baseline" in part else [])
+        for r in rows:
+            table.add_row(key, r["run"], str(r["scenes"]), f"{r['scenes_per_s_wall']:,.1f}",
+                          f"{r['scenes_per_s_cpu']:,.1f}", f"{r['peak_rss_mib']:,.0f}")
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--project-path", default="/tmp/usermirrorer-bench-scenes",
+                        help="working directory (ML-100K raws + embedding caches)")
+    parser.add_argument("--embedder", default="minilm", help="content embedder for ML-100K (default minilm)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-large", action="store_true", help="skip the large synthetic catalog")
+    parser.add_argument("--skip-ml100k", action="store_true")
+    parser.add_argument("--large-users", type=int, default=200_000)
+    parser.add_argument("--large-items", type=int, default=1_000_000)
+    parser.add_argument("--large-interactions", type=int, default=10_000_000)
+    parser.add_argument("--large-scenes", type=int, default=512)
+    parser.add_argument("--chunk-mb", type=int, default=256)
+    parser.add_argument("--blas-threads", type=int, default=1,
+                        help="BLAS threads (0: library default); 1 keeps CPU times honest on a shared machine")
+    parser.add_argument("--out", default=str(RESULTS / "scene_sampling"), help="results path without extension")
+    args = parser.parse_args()
+
+    import torch  # noqa: F401  (sentence-transformers) — keep its threads within the 2 cores
+
+    torch.set_num_threads(2)
+    blas_threads = "default"
+    if args.blas_threads > 0:
+        try:
+            from threadpoolctl import threadpool_limits
+
+            # On a shared machine, idle BLAS threads spin and inflate CPU time: pin them.
+            threadpool_limits(args.blas_threads)
+            blas_threads = str(args.blas_threads)
+        except ImportError:
+            blas_threads = "default (threadpoolctl not installed)"
+    project = Path(args.project_path)
+    project.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+                              "load_start": round(_load(), 2), "blas_threads": blas_threads}
+    if not args.skip_ml100k:
+        print("ML-100K")
+        result["ml100k"] = bench_ml100k(project, args.embedder, args.seed)
+    if not args.skip_large:
+        print("large synthetic catalog")
+        result["large"] = bench_large(args.large_users, args.large_items, args.large_interactions,
+                                      args.large_scenes, args.seed, args.chunk_mb)
+    result["load_end"] = round(_load(), 2)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Keep the part not re-run this time from an earlier results file.
+    json_path = out.with_suffix(".json")
+    if json_path.exists():
+        previous = json.loads(json_path.read_text())
+        for key in ("ml100k", "large"):
+            if key not in result and key in previous:
+                result[key] = previous[key]
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(_markdown(result))
+    from rich.console import Console
+
+    Console().print(_table(result))
+    print(f"wrote {json_path} and {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""The whole fidelity run on a small synthetic log with the tiny random model.
+
+Checks the plumbing the committed table depends on: every planned row on both variants, the
+result files, the paper figures labelled as not ours, the direct-fine-tune row and its
+held-out-users guard, resuming from the cache, and the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from usermirrorer.errors import ConfigError, DataError
+from usermirrorer.fidelity.benchmark import FidelityConfig, parse_extra_model, plan_rows, run_fidelity
+from usermirrorer.fidelity.workspace import FidelityPaths, ensure_raws, ensure_split
+
+N_SCENES = 16
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    from usermirrorer.data_pipeline.synthetic import write_synthetic
+
+    path = tmp_path_factory.mktemp("fidelity-project")
+    write_synthetic(path, n_users=120, n_items=300, n_interactions=4000, seed=1)
+    return path
+
+
+def _config(project: Path, model: Path, **changes) -> FidelityConfig:
+    base = dict(project_path=str(project), results_dir=str(project / "results"), dataset="synthetic",
+                n_scenes=N_SCENES, eval_user_fraction=0.3, embedder=None, decision_limit=2,
+                max_thought_tokens=6, base_model=str(model), progress=False, repeats=5,
+                command="pytest fidelity")
+    base.update(changes)
+    return FidelityConfig(**base)
+
+
+def _write_manifest(project: Path, model: Path, users: list[str]) -> None:
+    manifest = {"base_model": "tiny-random", "model_dir": str(model), "train_scenes": 10, "train_users": len(users),
+                "trained_user_ids": users, "negatives": "mixed", "command": "hand-made",
+                "stages": [{"stage": "sft", "steps": 3, "batch_size": 2, "examples": 6, "seconds": 1.0}]}
+    path = FidelityPaths(project).direct_ft_manifest
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest))
+
+
+@pytest.fixture(scope="module")
+def first_run(project, tiny_model_dir):
+    ds = ensure_raws(project, "synthetic")
+    split = ensure_split(ds, project, seed=0, eval_user_fraction=0.3)
+    _write_manifest(project, tiny_model_dir, list(split.train_users[:20]))
+    return run_fidelity(_config(project, tiny_model_dir))
+
+
+def test_every_row_on_both_variants_with_numbers(first_run, project):
+    labels = first_run["row_order"]
+    assert labels[:4] == ["random (1/K)", "popularity (p ∝ 1+count)", "most popular (argmax count)",
+                          "collaborative (spectral)"]
+    assert any("base, direct" in lb for lb in labels) and any("base, decision" in lb for lb in labels)
+    assert any("direct-FT" in lb for lb in labels)
+    assert not first_run["skipped"]
+    for label in labels:
+        for variant in ("standard", "popularity-matched"):
+            row = next(r for r in first_run["rows"] if r["label"] == label and r["variant"] == variant)
+            s = row["score"]
+            expected_n = 2 if row["mode"] == "decision" else N_SCENES
+            assert s["n"] == expected_n
+            for key in ("accuracy", "ci_low", "ci_high", "log_loss", "ece", "scenes_per_second"):
+                assert isinstance(s[key], float) and not math.isnan(s[key]), (label, variant, key)
+            assert len(s["letter_share"]) == 5 and sum(s["letter_share"]) == pytest.approx(1.0)
+    random_row = next(r for r in first_run["rows"] if r["label"] == "random (1/K)")
+    assert random_row["score"]["expected_accuracy"] == pytest.approx(0.2)
+    assert random_row["score"]["log_loss"] == pytest.approx(math.log(5))
+    # the comparisons answer "does the fine-tune beat its base / the popularity chooser?"
+    pairs = {(c["a"], c["b"], c["variant"]) for c in first_run["comparisons"]}
+    ft = next(lb for lb in labels if "direct-FT" in lb)
+    base = next(lb for lb in labels if "base, direct" in lb)
+    for variant in ("standard", "popularity-matched"):
+        assert (ft, base, variant) in pairs and (ft, "most popular (argmax count)", variant) in pairs
+    assert "direct-FT" in first_run["conclusion"] and "pp [" in first_run["conclusion"]
+
+
+def test_result_files_and_reference_figures(first_run, project):
+    results = project / "results"
+    for name in ("fidelity.md", "fidelity.json", "fidelity_accuracy.png", "fidelity_reliability.png"):
+        assert (results / name).stat().st_size > 0
+    md = (results / "fidelity.md").read_text()
+    assert "NOT measured here" in md and "55.0" in md and "42.2" in md and "22.7" in md
+    assert "popularity-matched" in md and "decision subset: first 2 scenes" in md
+    saved = json.loads((results / "fidelity.json").read_text())
+    assert saved["setup"]["scene_checks"]["standard"]["scenes"] == N_SCENES
+    assert saved["setup"]["split"]["eval_users"] == 36
+    assert (results / "fidelity_accuracy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_second_run_resumes_from_the_cache_with_identical_numbers(first_run, project, tiny_model_dir):
+    again = run_fidelity(_config(project, tiny_model_dir, results_dir=str(project / "results2")))
+    assert again["resumed_rows"] and not any("built" in k for k in again["stage_seconds"])
+    before = {(r["label"], r["variant"]): r["score"] for r in first_run["rows"]}
+    for row in again["rows"]:
+        old = before[(row["label"], row["variant"])]
+        assert row["score"]["accuracy"] == old["accuracy"] and row["score"]["log_loss"] == old["log_loss"]
+
+
+def test_a_fine_tune_trained_on_eval_users_is_refused(first_run, project, tiny_model_dir):
+    split = json.loads(FidelityPaths(project).split.read_text())
+    _write_manifest(project, tiny_model_dir, split["eval_users"][:2] + split["train_users"][:3])
+    try:
+        with pytest.raises(DataError, match="trained on 2 eval user"):
+            run_fidelity(_config(project, tiny_model_dir, baselines=("random",), base_modes=()))
+    finally:
+        _write_manifest(project, tiny_model_dir, split["train_users"][:20])
+
+
+def test_a_pipeline_model_skips_the_eval_users_it_was_trained_on(first_run, project, tiny_model_dir):
+    from usermirrorer.data_pipeline.jsonl import read_jsonl, write_jsonl
+    from usermirrorer.fidelity.benchmark import ExtraModel
+
+    scenes = read_jsonl(FidelityPaths(project).scenes("standard"))
+    trained = sorted({s["user_id"] for s in scenes})[:3]
+    train_file = project / "pipeline_train.jsonl"
+    write_jsonl(train_file, [{"user_id": u, "item_id": "x"} for u in trained])
+    pipeline = ExtraModel(model=str(tiny_model_dir), label="pipeline FT", role="fine-tuned",
+                          trained_on=(str(train_file),))
+    out = run_fidelity(_config(project, tiny_model_dir, results_dir=str(project / "results3"), finetuned=(pipeline,),
+                               baselines=("most-popular",), base_modes=("direct",), direct_ft=False))
+    row = next(r for r in out["rows"] if r["label"] == "pipeline FT, direct" and r["variant"] == "standard")
+    left = [s for s in scenes if s["user_id"] not in trained]
+    assert row["score"]["n"] == len(left) < N_SCENES
+    assert "3 eval users it was trained on left out" in row["note"]
+    pairs = [c for c in out["comparisons"] if c["a"] == "pipeline FT, direct"]
+    assert pairs and all(c["n"] == len(left) for c in pairs)
+
+
+def test_plan_rows_and_extra_model_parsing():
+    extra = parse_extra_model("some/folder@decision=My model")
+    assert (extra.model, extra.mode, extra.label) == ("some/folder", "decision", "My model")
+    assert parse_extra_model("smollm2-135m").mode == "direct"
+    with pytest.raises(ConfigError, match="direct' or 'decision"):
+        parse_extra_model("x@sideways")
+    config = FidelityConfig(limit=30, decision_limit=10, extra_models=(extra,))
+    rows = plan_rows(config, None)
+    by_label = {r.label: r for r in rows}
+    assert by_label["SmolLM2-135M-Instruct base, direct"].limit == 30
+    assert by_label["SmolLM2-135M-Instruct base, decision"].limit == 10
+    assert by_label["My model"].mode == "decision" and by_label["My model"].limit == 10
+    with pytest.raises(ConfigError, match="share the label"):
+        plan_rows(FidelityConfig(extra_models=(extra, extra)), None)
+
+
+def test_cli_parses_and_helps(capsys):
+    from usermirrorer.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["bench", "fidelity", "--limit", "5", "--model", "m@decision", "--no-direct-ft"])
+    assert args.limit == 5 and args.model == ["m@decision"] and args.no_direct_ft
+    args = parser.parse_args(["bench", "fidelity-finetune", "--sft-steps", "3"])
+    assert args.sft_steps == 3 and args.negatives == "mixed"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "fidelity", "--help"])
+    assert "popularity-matched" in capsys.readouterr().out
+    assert np.isfinite(1.0)

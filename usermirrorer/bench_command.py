@@ -1,0 +1,186 @@
+"""``usermirrorer bench``: benchmarks that ship with the installed package.
+
+``usermirrorer bench fidelity`` runs the fidelity benchmark (:mod:`usermirrorer.fidelity`):
+every choice model on held-out ML-100K users, on standard and popularity-matched exposures.
+``usermirrorer bench fidelity-finetune`` runs the direct-mode fine-tune recipe whose model the
+benchmark then includes. Nothing heavy is imported until a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+
+__all__ = ["add_parser", "run_fidelity_command", "run_finetune_command"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``bench`` with its ``fidelity`` and ``fidelity-finetune`` subcommands."""
+    parser = subparsers.add_parser(
+        "bench",
+        help="run a benchmark (fidelity: simulators vs real choices on held-out users)",
+        description="Benchmarks that ship with the package. Results go to benchmarks/results/ by default.",
+    )
+    sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK")
+    _add_fidelity(sub)
+    _add_finetune(sub)
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    return parser
+
+
+def _add_fidelity(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fidelity",
+        help="accuracy / log-loss / ECE / position bias of every simulator on held-out users",
+        description=textwrap.dedent("""\
+            Judge user simulators by how often they pick the item a real held-out user chose.
+
+            Builds (once, then reads back) >= 1,000 ML-100K eval scenes per variant from users
+            no model here was trained on, K=5 options, the real item at a uniform position, in
+            two variants over the same target interactions: the standard construction
+            (DESIGN.md §3) and popularity-matched negatives. Evaluates side by side: random,
+            popularity (causal counts), most popular, collaborative, the base LLM in direct
+            mode (all scenes) and decision mode (--decision-limit scenes), the direct-mode
+            fine-tune (if `usermirrorer bench fidelity-finetune` was run), the pipeline's
+            fine-tunes (--finetuned) and any --model. Writes fidelity.md/.json and two PNGs.
+            Each row's answers are cached per scene: an interrupted run resumes."""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=textwrap.dedent("""\
+            examples:
+              usermirrorer bench fidelity                              # the full table (~1 h on 2 cores)
+              usermirrorer bench fidelity --limit 50 --decision-limit 5  # a quick look
+              usermirrorer bench fidelity --model ./my-sft-model --model smollm2-135m@decision=SmolLM2-decision
+              usermirrorer bench fidelity --finetuned W/checkpoints/cpu-smoke/dpo/model --trained-on W/datasets/ml-100k_train.jsonl"""),
+    )
+    p.add_argument("--project-path", default="./workspace", metavar="W",
+                   help="working directory: raws, split, eval scenes, caches (default ./workspace)")
+    p.add_argument("--results-dir", default="benchmarks/results", help="where the md/json/png go")
+    p.add_argument("--dataset", default="ml-100k", help="raw dataset name (ML-100K is converted when missing)")
+    p.add_argument("--scenes", type=int, default=1000, help="eval scenes per variant (default 1000)")
+    p.add_argument("--k", type=int, default=5, help="options per scene (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the scenes and the sampling")
+    p.add_argument("--eval-user-fraction", type=float, default=0.2, help="share of users held out (default 0.2)")
+    p.add_argument("--embedder", default="minilm",
+                   help="content-scorer embedder of the standard construction ('none' leaves it out)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate every row on at most N scenes per variant")
+    p.add_argument("--llm-limit", type=int, default=None,
+                   help="evaluate direct-mode LLM rows on at most N scenes per variant (log-only rows use all)")
+    p.add_argument("--decision-limit", type=int, default=100,
+                   help="scenes per variant for decision-mode rows (default 100; 0 skips decision mode)")
+    p.add_argument("--thoughts", type=int, default=1, help="decision mode: thoughts per scene (default 1)")
+    p.add_argument("--max-thought-tokens", type=int, default=128, help="decision mode: thought length cap (default 128)")
+    p.add_argument("--base-model", default="smollm2-135m", help="base LLM (registry name or folder)")
+    p.add_argument("--base-modes", default="direct,decision",
+                   help="modes the base LLM runs in, comma-separated (default direct,decision)")
+    p.add_argument("--finetuned", action="append", default=[], metavar="MODEL[=LABEL]",
+                   help="a fine-tuned checkpoint of the pipeline (repeatable)")
+    p.add_argument("--finetuned-decision", action="store_true", help="also run --finetuned models in decision mode")
+    p.add_argument("--trained-on", action="append", default=[], metavar="JSONL",
+                   help="training data of the --finetuned models (JSONL with user_id, e.g. the pipeline's "
+                        "<W>/datasets/ml-100k_train.jsonl); their rows skip eval scenes of those users")
+    p.add_argument("--model", action="append", default=[], metavar="NAME[@MODE][=LABEL]",
+                   help="another model to evaluate (repeatable); MODE direct (default) or decision")
+    p.add_argument("--no-direct-ft", action="store_true", help="leave out the direct-mode fine-tune row")
+    p.add_argument("--baselines", default="random,popularity,most-popular,collaborative",
+                   help="comma-separated log-only rows (default: all four)")
+    p.add_argument("--row-minutes", type=float, default=None,
+                   help="stop computing an LLM row after this many minutes; its answers so far are cached "
+                        "and reported with their count (a rerun continues it)")
+    p.add_argument("--repeats", type=int, default=10, help="behaviours sampled per scene for the accuracy")
+    p.add_argument("--batch-size", type=int, default=8, help="scenes per LLM call")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--fresh", action="store_true", help="rebuild the scenes and ignore cached answers")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_fidelity_command)
+
+
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fidelity-finetune",
+        help="fine-tune SmolLM2-135M on ML-100K in direct mode (train users only), on CPU",
+        description=textwrap.dedent("""\
+            The direct-mode fine-tune recipe of the fidelity benchmark: train scenes from the
+            benchmark's train users only (never its eval users), preference pairs chosen =
+            `Behavior: [real letter]`, rejected = `Behavior: [a random other letter]` (no decision
+            texts), torchtune SFT (and optional LoRA DPO). Writes <W>/fidelity/direct-ft/ with
+            training.json; `usermirrorer bench fidelity` then adds a row for the model."""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--project-path", default="./workspace", metavar="W", help="working directory (default ./workspace)")
+    p.add_argument("--dataset", default="ml-100k")
+    p.add_argument("--seed", type=int, default=0, help="the benchmark's seed (same split)")
+    p.add_argument("--eval-user-fraction", type=float, default=0.2, help="the benchmark's eval user share")
+    p.add_argument("--train-scenes", type=int, default=400, help="train scenes (default 400)")
+    p.add_argument("--negatives", default="mixed", choices=["standard", "popularity-matched", "mixed"],
+                   help="negatives of the train scenes (default mixed: half each)")
+    p.add_argument("--base-model", default="smollm2-135m")
+    p.add_argument("--sft-steps", type=int, default=200, help="SFT steps (default 200)")
+    p.add_argument("--dpo-steps", type=int, default=0, help="LoRA DPO steps after SFT (default 0)")
+    p.add_argument("--batch-size", type=int, default=2, help="examples per step (default 2)")
+    p.add_argument("--lr", type=float, default=None, help="SFT learning rate (default: the shipped config's)")
+    p.add_argument("--embedder", default="minilm", help="content-scorer embedder ('none' leaves it out)")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=run_finetune_command)
+
+
+def _embedder(value: str | None) -> str | None:
+    return None if value in (None, "", "none") else value
+
+
+def run_fidelity_command(args: argparse.Namespace) -> int:
+    """Entry point of ``usermirrorer bench fidelity``."""
+    from dataclasses import replace
+
+    from usermirrorer.fidelity.benchmark import FidelityConfig, command_line, parse_extra_model, run_fidelity
+
+    _threads(args.threads)
+    config = FidelityConfig(
+        project_path=args.project_path, results_dir=args.results_dir, dataset=args.dataset, n_scenes=args.scenes,
+        k=args.k, seed=args.seed, eval_user_fraction=args.eval_user_fraction, embedder=_embedder(args.embedder),
+        limit=args.limit, llm_limit=args.llm_limit, decision_limit=args.decision_limit, n_thoughts=args.thoughts,
+        max_thought_tokens=args.max_thought_tokens, base_model=args.base_model,
+        base_modes=tuple(m.strip() for m in args.base_modes.split(",") if m.strip()),
+        finetuned=tuple(replace(parse_extra_model(m, role="fine-tuned"), trained_on=tuple(args.trained_on))
+                        for m in args.finetuned),
+        finetuned_decision=args.finetuned_decision,
+        extra_models=tuple(parse_extra_model(m) for m in args.model), direct_ft=not args.no_direct_ft,
+        baselines=tuple(b.strip() for b in args.baselines.split(",") if b.strip()),
+        row_minutes=args.row_minutes, repeats=args.repeats,
+        batch_size=args.batch_size, fresh=args.fresh, progress=not args.no_progress, command=command_line(),
+    )
+    run_fidelity(config)
+    return 0
+
+
+def run_finetune_command(args: argparse.Namespace) -> int:
+    """Entry point of ``usermirrorer bench fidelity-finetune``."""
+    from rich.console import Console
+
+    from usermirrorer.fidelity.direct_finetune import DirectFinetuneConfig, run_direct_finetune
+
+    _threads(args.threads)
+    config = DirectFinetuneConfig(
+        project_path=args.project_path, dataset=args.dataset, seed=args.seed,
+        eval_user_fraction=args.eval_user_fraction, train_scenes=args.train_scenes, negatives=args.negatives,
+        base_model=args.base_model, sft_steps=args.sft_steps, dpo_steps=args.dpo_steps, batch_size=args.batch_size,
+        sft_lr=args.lr, embedder=_embedder(args.embedder), threads=args.threads,
+    )
+    console = Console()
+    with console.status("direct-mode fine-tune (train users only) ..."):
+        manifest = run_direct_finetune(config, progress=False)
+    for stage in manifest["stages"]:
+        console.print(f"{stage['stage']}: {stage['steps']} steps x batch {stage['batch_size']} = {stage['examples']} "
+                      f"examples in {stage['seconds'] / 60:.1f} min (log: {stage['log']})")
+    console.print(f"model: {manifest['model_dir']}; {manifest['train_scenes']} train scenes from "
+                  f"{manifest['train_users']} train users; manifest: {args.project_path}/fidelity/direct-ft/training.json")
+    return 0
+
+
+def _threads(n: int) -> None:
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    torch.set_num_threads(max(1, min(n, torch.get_num_threads())))

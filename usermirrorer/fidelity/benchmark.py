@@ -1,0 +1,472 @@
+"""The fidelity benchmark: every choice model, both scene variants, one table (DESIGN.md §8).
+
+:func:`run_fidelity` does, in order:
+
+1. raws (ML-100K is converted from its PyPI package when missing), the user split and the eval
+   scenes of both variants (built once, then read back);
+2. the rows: random (1/K), popularity (p ~ 1 + causal count), most popular (argmax of the
+   causal count), collaborative (spectral embedding fitted on train users' interactions
+   only), the base LLM in direct mode on every scene and in decision mode on the first
+   ``decision_limit`` scenes, the direct-mode fine-tune of
+   :mod:`usermirrorer.fidelity.direct_finetune` (when it exists), the pipeline's fine-tuned
+   checkpoints and any extra models named by the caller;
+3. per row and variant: sampled accuracy with 95% CI, expected and top-1 accuracy, log-loss,
+   ECE, choice share per letter, throughput; reliability bins;
+4. paired comparisons of each fine-tune with its base and with the popularity choosers;
+5. ``fidelity.md``, ``fidelity.json``, ``fidelity_accuracy.png`` and
+   ``fidelity_reliability.png`` under the results folder.
+
+Each row's answers are cached per scene under ``<project>/fidelity/cache`` so an interrupted run
+resumes; ``fresh=True`` ignores the caches.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from usermirrorer.errors import ConfigError
+from usermirrorer.fidelity.eval_scenes import (
+    VARIANTS,
+    EvalSceneSpec,
+    check_eval_scenes,
+    scenes_fingerprint,
+    summarize_popularity_match,
+)
+from usermirrorer.fidelity.runner import ModelRun, ModelSpec, build_choice_model, run_model
+from usermirrorer.fidelity.stats import paired_difference, reliability_bins, score_run
+from usermirrorer.fidelity.workspace import (
+    FidelityPaths,
+    ensure_eval_scenes,
+    ensure_raws,
+    ensure_split,
+    scenes_build_seconds,
+    users_in_files,
+)
+
+__all__ = ["FidelityConfig", "ExtraModel", "parse_extra_model", "plan_rows", "run_fidelity"]
+
+RESULT_STEM = "fidelity"
+
+
+@dataclass(frozen=True)
+class ExtraModel:
+    """A model named on the command line: ``NAME`` or ``NAME@decision``, optionally with the
+    training-data files it was trained on (JSONL with ``user_id``): it is then scored only on
+    eval scenes of users absent from those files."""
+
+    model: str
+    mode: str = "direct"
+    label: str | None = None
+    trained_on: tuple[str, ...] = ()
+    role: str = "extra"
+
+
+def parse_extra_model(text: str, role: str = "extra") -> ExtraModel:
+    """``NAME[@direct|@decision][=LABEL]`` -> :class:`ExtraModel`."""
+    label = None
+    if "=" in text:
+        text, label = text.split("=", 1)
+    mode = "direct"
+    if "@" in text:
+        text, mode = text.rsplit("@", 1)
+    if mode not in ("direct", "decision"):
+        raise ConfigError(f"model {text!r}: mode after '@' must be 'direct' or 'decision', got {mode!r}")
+    if not text:
+        raise ConfigError("empty model name; expected NAME[@direct|@decision][=LABEL]")
+    return ExtraModel(model=text, mode=mode, label=label, role=role)
+
+
+@dataclass(frozen=True)
+class FidelityConfig:
+    """Options of one benchmark run.
+
+    Attributes:
+        project_path: working directory (raws, split, scenes, caches, fine-tune outputs).
+        results_dir: where the md/json/png go.
+        dataset, n_scenes, k, seed, eval_user_fraction, embedder: the eval scenes
+            (:class:`~usermirrorer.fidelity.eval_scenes.EvalSceneSpec`).
+        limit: evaluate every row on at most this many scenes per variant (quick runs).
+        llm_limit: evaluate direct-mode LLM rows on at most this many scenes per variant (the
+            log-only rows still answer every scene); None: all.
+        decision_limit: scenes per variant for decision-mode rows.
+        n_thoughts, max_thought_tokens: decision-mode settings.
+        base_model: the base LLM.
+        base_modes: modes the base LLM runs in.
+        finetuned: the pipeline's fine-tuned checkpoints (evaluated in direct mode and, if
+            ``finetuned_decision``, decision mode).
+        finetuned_decision: also run the fine-tuned checkpoints in decision mode.
+        extra_models: other models from the command line.
+        direct_ft: include the direct-mode fine-tune recipe's model when it exists.
+        baselines: which log-only rows to run.
+        row_minutes: stop computing an LLM row after this many minutes (its answers so far are
+            kept, cached and reported with their count); None: no limit.
+        repeats: behaviours sampled per scene for the accuracy.
+        batch_size: scenes per LLM backend call.
+        fresh: ignore caches (recompute every row).
+        progress: rich progress bars.
+        command: the command line, recorded in the results.
+    """
+
+    project_path: str = "./workspace"
+    results_dir: str = "benchmarks/results"
+    dataset: str = "ml-100k"
+    n_scenes: int = 1000
+    k: int = 5
+    seed: int = 0
+    eval_user_fraction: float = 0.2
+    embedder: str | None = "minilm"
+    limit: int | None = None
+    llm_limit: int | None = None
+    decision_limit: int = 100
+    n_thoughts: int = 1
+    max_thought_tokens: int = 128
+    base_model: str = "smollm2-135m"
+    base_modes: tuple[str, ...] = ("direct", "decision")
+    finetuned: tuple[ExtraModel, ...] = ()
+    finetuned_decision: bool = False
+    extra_models: tuple[ExtraModel, ...] = ()
+    direct_ft: bool = True
+    baselines: tuple[str, ...] = ("random", "popularity", "most-popular", "collaborative")
+    row_minutes: float | None = None
+    repeats: int = 10
+    batch_size: int = 8
+    fresh: bool = False
+    progress: bool = True
+    command: str = ""
+
+    @property
+    def scene_spec(self) -> EvalSceneSpec:
+        return EvalSceneSpec(dataset=self.dataset, n_scenes=self.n_scenes, k=self.k, seed=self.seed,
+                             eval_user_fraction=self.eval_user_fraction, embedder=self.embedder).validate()
+
+    def validate(self) -> FidelityConfig:
+        self.scene_spec  # noqa: B018 - validates the scene options
+        for name in ("limit", "llm_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
+        if self.decision_limit < 0:
+            raise ConfigError(f"decision_limit must be >= 0 (0 skips decision mode), got {self.decision_limit}")
+        if self.repeats < 1:
+            raise ConfigError(f"repeats must be >= 1, got {self.repeats}")
+        bad = [m for m in self.base_modes if m not in ("direct", "decision")]
+        if bad:
+            raise ConfigError(f"base_modes {bad} are not modes; expected 'direct' and/or 'decision'")
+        return self
+
+
+LABEL_RANDOM = "random (1/K)"
+LABEL_POPULARITY = "popularity (p ∝ 1+count)"
+LABEL_MOST_POPULAR = "most popular (argmax count)"
+LABEL_COLLABORATIVE = "collaborative (spectral)"
+_BASELINE_ROWS = {
+    "random": (LABEL_RANDOM, "uniform over the K options"),
+    "popularity": (LABEL_POPULARITY, "causal counts (before the scene time)"),
+    "most-popular": (LABEL_MOST_POPULAR, "causal counts; ties split evenly"),
+    "collaborative": (LABEL_COLLABORATIVE, "embedding fitted on train users only"),
+}
+
+
+def _short(model: str) -> str:
+    return {"smollm2-135m": "SmolLM2-135M-Instruct"}.get(model, Path(model).name or model)
+
+
+def plan_rows(config: FidelityConfig, direct_ft_manifest: Mapping[str, Any] | None) -> list[ModelSpec]:
+    """The rows of the table, in order."""
+    rows: list[ModelSpec] = []
+    for name in config.baselines:
+        if name not in _BASELINE_ROWS:
+            raise ConfigError(f"unknown baseline {name!r}; expected some of {sorted(_BASELINE_ROWS)}")
+        label, note = _BASELINE_ROWS[name]
+        rows.append(ModelSpec(label=label, kind=name, limit=config.limit, note=note))
+
+    def llm(label: str, model: str, mode: str, role: str, note: str = "") -> ModelSpec:
+        limits = [x for x in (config.limit, config.llm_limit) if x]
+        limit = min(limits) if limits else None
+        if mode == "decision":
+            limit = min(config.decision_limit, limit) if limit else config.decision_limit
+            note = (note + "; " if note else "") + (
+                f"decision subset: first {limit} scenes, {config.n_thoughts} thought(s) of <= "
+                f"{config.max_thought_tokens} tokens")
+        return ModelSpec(label=label, kind="llm", model=model, mode=mode, limit=limit, role=role,
+                         n_thoughts=config.n_thoughts, max_thought_tokens=config.max_thought_tokens,
+                         batch_size=config.batch_size, note=note)
+
+    base = _short(config.base_model)
+    for mode in config.base_modes:
+        if mode == "decision" and config.decision_limit == 0:
+            continue
+        rows.append(llm(f"{base} base, {mode}", config.base_model, mode, "base LLM", "not fine-tuned"))
+    if config.direct_ft and direct_ft_manifest is not None:
+        steps = "; ".join(f"{s['stage'].upper()} {s['steps']} steps × {s['batch_size']}" for s in direct_ft_manifest["stages"])
+        rows.append(llm(f"{_short(direct_ft_manifest['base_model'])} direct-FT (ours, CPU)", direct_ft_manifest["model_dir"],
+                        "direct", "fine-tuned", f"{direct_ft_manifest['train_scenes']} train-user scenes; {steps}"))
+    for ft in config.finetuned:
+        label = ft.label or f"{_short(ft.model)} pipeline fine-tune"
+        rows.append(llm(f"{label}, direct", ft.model, "direct", "fine-tuned", "pipeline checkpoint"))
+        if config.finetuned_decision and config.decision_limit:
+            rows.append(llm(f"{label}, decision", ft.model, "decision", "fine-tuned", "pipeline checkpoint"))
+    for extra in config.extra_models:
+        label = extra.label or f"{_short(extra.model)}, {extra.mode}"
+        rows.append(llm(label, extra.model, extra.mode, extra.role, "from the command line"))
+    labels = [r.label for r in rows]
+    dupes = {lb for lb in labels if labels.count(lb) > 1}
+    if dupes:
+        raise ConfigError(f"two rows share the label(s) {sorted(dupes)}; give extra models a label with NAME=LABEL")
+    return rows
+
+
+def _external_rows(config: FidelityConfig, rows: Sequence[ModelSpec]) -> list[tuple[ExtraModel, str]]:
+    """(model given on the command line, label of each of its rows)."""
+    out = []
+    for ft in (*config.finetuned, *config.extra_models):
+        for row in rows:
+            if row.kind == "llm" and row.model == ft.model and row.role == ft.role:
+                out.append((ft, row.label))
+    return out
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), disable=not enabled)
+
+
+def _comparisons(runs: Mapping[tuple[str, str], ModelRun], rows: Sequence[ModelSpec], base_label: str | None,
+                 variants: Sequence[str]) -> list[dict[str, Any]]:
+    """Each fine-tuned direct row against the base (same mode) and the popularity choosers; the
+    base against the popularity choosers."""
+    out = []
+    challengers = [r for r in rows if r.role == "fine-tuned" and r.mode == "direct"]
+    opponents = [lb for lb in (base_label, LABEL_MOST_POPULAR, LABEL_POPULARITY) if lb]
+    pairs = [(c.label, o) for c in challengers for o in opponents]
+    if base_label:
+        pairs += [(base_label, o) for o in (LABEL_MOST_POPULAR, LABEL_POPULARITY)]
+    for a, b in pairs:
+        for variant in variants:
+            ra, rb = runs.get((a, variant)), runs.get((b, variant))
+            if ra is None or rb is None:
+                continue
+            # the scenes both rows answered (a row may skip users it was trained on)
+            index_b = {sid: i for i, sid in enumerate(rb.scene_ids)}
+            ia = [i for i, sid in enumerate(ra.scene_ids) if sid in index_b]
+            if not ia:
+                continue
+            ib = [index_b[ra.scene_ids[i]] for i in ia]
+            out.append(paired_difference(a, ra.probs[ia], b, rb.probs[ib], ra.item_pos[ia], variant).as_dict())
+    return out
+
+
+def _conclusion(comparisons: Sequence[Mapping[str, Any]]) -> str:
+    """One line per fine-tune and opponent, both variants, with the numbers."""
+    by_pair: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for c in comparisons:
+        by_pair.setdefault((c["a"], c["b"]), []).append(c)
+    lines = []
+    for (a, b), items in by_pair.items():
+        parts = []
+        for c in items:
+            word = "beats" if c["ci_low"] > 0 else "is worse than" if c["ci_high"] < 0 else "does not significantly differ from"
+            parts.append(f"{c['variant']}: {word} it, {100 * c['difference']:+.1f} pp "
+                         f"[{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]")
+        lines.append(f"- **{a}** vs {b} — " + "; ".join(parts) + ".")
+    return ("**Verdicts (computed from the paired differences above):**\n" + "\n".join(lines)) if lines else ""
+
+
+def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
+    """Run the benchmark and write its results; returns the result dict (what the JSON holds).
+
+    Raises:
+        DataError: a fine-tuned model was trained on eval users; scenes break the contract.
+        ConfigError: conflicting options.
+    """
+    from usermirrorer.fidelity import report
+    from usermirrorer.fidelity.direct_finetune import load_direct_ft_manifest
+
+    config.validate()
+    if console is None:
+        from rich.console import Console
+
+        # a log file gets the wide tables a terminal would
+        console = Console() if sys.stdout.isatty() else Console(width=170)
+    started = time.perf_counter()
+    stage_seconds: dict[str, float] = {}
+    paths = FidelityPaths(config.project_path)
+    spec = config.scene_spec
+
+    t = time.perf_counter()
+    ds = ensure_raws(config.project_path, config.dataset)
+    split = ensure_split(ds, config.project_path, config.seed, config.eval_user_fraction)
+    stage_seconds["load raws + user split"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    with console.status("eval scenes (built once, then read back) ..."):
+        scenes, built = ensure_eval_scenes(ds, spec, split, config.project_path, progress=False, fresh=config.fresh)
+    stage_seconds["eval scenes (" + ("built" if built else "read back") + ")"] = time.perf_counter() - t
+    checks = {v: check_eval_scenes(scenes[v], spec, split, f"{v} eval scenes") for v in VARIANTS}
+    t = time.perf_counter()
+    pop_match = {v: summarize_popularity_match(ds, scenes[v]).as_dict() for v in VARIANTS}
+    stage_seconds["popularity check of the scenes"] = time.perf_counter() - t
+
+    manifest = load_direct_ft_manifest(config.project_path) if config.direct_ft else None
+    if manifest is not None:
+        split.check_disjoint(manifest.get("trained_user_ids", []), f"the direct-mode fine-tune {manifest['model_dir']}")
+    rows = plan_rows(config, manifest)
+    # a model trained elsewhere is scored only on eval users absent from its training data
+    excluded: dict[str, set[str]] = {}
+    for ft, label in _external_rows(config, rows):
+        if ft.trained_on:
+            excluded[label] = users_in_files(ft.trained_on) & set(split.eval_users)
+    base_label = next((r.label for r in rows if r.role == "base LLM" and r.mode == "direct"), None)
+
+    fingerprint = scenes_fingerprint(scenes)
+    cache_dir = paths.cache / fingerprint
+    if config.fresh and cache_dir.exists():
+        import shutil
+
+        shutil.rmtree(cache_dir)
+    train_idx = np.array([ds.user_index[u] for u in split.train_users], dtype=np.int64)
+    fit_rows = np.flatnonzero(np.isin(ds.inter_user, train_idx))
+
+    runs: dict[tuple[str, str], ModelRun] = {}
+    result_rows: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    resumed_rows: list[str] = []
+    examples: dict[str, Any] = {}
+    with _progress(config.progress) as progress:
+        for spec_row in rows:
+            t = time.perf_counter()
+
+            def make_model(row: ModelSpec = spec_row) -> Any:
+                return build_choice_model(row, ds, fit_rows=fit_rows, seed=config.seed)
+
+            row_scenes = scenes
+            if excluded.get(spec_row.label):
+                drop = excluded[spec_row.label]
+                row_scenes = {v: [s for s in scenes[v] if s["user_id"] not in drop] for v in VARIANTS}
+                spec_row = replace(spec_row, note=spec_row.note + f"; {len(drop)} eval users it was trained on "
+                                   f"left out ({len(row_scenes[VARIANTS[0]])} scenes remain)")
+            try:
+                budget = config.row_minutes * 60 if config.row_minutes and spec_row.kind == "llm" else None
+                variant_runs = run_model(spec_row, row_scenes, make_model, cache_dir=cache_dir,
+                                         chunk_size=max(config.batch_size, 16), progress=progress,
+                                         budget_seconds=budget)
+                if any(not r.complete for r in variant_runs.values()):
+                    first = variant_runs[VARIANTS[0]]
+                    spec_row = replace(spec_row, note=spec_row.note + f"; time budget ({config.row_minutes:g} min) "
+                                       f"reached: {len(first.scene_ids)} of {first.planned} scenes answered")
+                if any(len(r.scene_ids) == 0 for r in variant_runs.values()):
+                    skipped[spec_row.label] = "no scene answered within the time budget"
+                    stage_seconds[f"row: {spec_row.label}"] = time.perf_counter() - t
+                    continue
+                for variant in VARIANTS:
+                    run = variant_runs[variant]
+                    runs[(spec_row.label, variant)] = run
+                    if run.resumed:
+                        resumed_rows.append(f"{spec_row.label} [{variant}: {run.resumed} scenes]")
+                    score = score_run(run.probs, run.item_pos, run.seconds, config.repeats,
+                                      seed=config.seed)
+                    bins = reliability_bins(run.probs, run.item_pos)
+                    result_rows.append({
+                        "label": spec_row.label, "variant": variant, "mode": spec_row.mode, "kind": spec_row.kind,
+                        "model": spec_row.model, "role": spec_row.role, "note": spec_row.note,
+                        "score": score.as_dict(), "reliability": {k: v.tolist() for k, v in bins.items()},
+                        "planned": run.planned,
+                    })
+                    if spec_row.mode == "decision" and run.rationales and spec_row.label not in examples:
+                        first = next((i for i, r in enumerate(run.rationales) if r), None)
+                        if first is not None:
+                            examples[spec_row.label] = {"scene_id": run.scene_ids[first], "thought": run.rationales[first],
+                                                        "real_letter": "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[run.item_pos[first]]}
+            except Exception as exc:  # one failing model must not lose the others' rows
+                from usermirrorer.errors import UserMirrorerError
+
+                if not isinstance(exc, (UserMirrorerError, OSError, ValueError, RuntimeError)):
+                    raise
+                skipped[spec_row.label] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                console.print(f"[red]row {spec_row.label!r} failed:[/red] {exc}")
+            stage_seconds[f"row: {spec_row.label}"] = time.perf_counter() - t
+
+    comparisons = _comparisons(runs, rows, base_label, VARIANTS)
+    result: dict[str, Any] = {
+        "finished_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "setup": {
+            "dataset": config.dataset, "k": config.k, "n_scenes": config.n_scenes, "variants": list(VARIANTS),
+            "repeats": config.repeats, "limit": config.limit, "llm_limit": config.llm_limit,
+            "decision_limit": config.decision_limit,
+            "machine": _machine(), "command": config.command or "usermirrorer bench fidelity",
+            "config": {k: v for k, v in asdict(config).items() if k not in ("finetuned", "extra_models")},
+            "split": {"seed": split.seed, "eval_user_fraction": split.eval_user_fraction,
+                      "eval_users": len(split.eval_users), "train_users": len(split.train_users),
+                      "reserved": len(split.reserved)},
+            "scene_checks": checks, "popularity_match": pop_match, "scenes_fingerprint": fingerprint,
+        },
+        "row_order": [r.label for r in rows],
+        "rows": result_rows,
+        "skipped": skipped,
+        "comparisons": comparisons,
+        "conclusion": _conclusion([c for c in comparisons if "FT" in c["a"] or "fine-tune" in c["a"]]),
+        "direct_finetune": manifest and {k: v for k, v in manifest.items() if k != "trained_user_ids"},
+        "example_thoughts": examples,
+        "resumed_rows": resumed_rows,
+        "stage_seconds": stage_seconds,
+        "total_seconds": time.perf_counter() - started,
+    }
+    # what a run from nothing costs on this machine: building the scenes + every row's model time
+    model_seconds = sum(r["score"]["seconds"] for r in result_rows)
+    build = scenes_build_seconds(config.project_path)
+    result["cold_run_estimate_seconds"] = model_seconds + (build or 0.0)
+    result["model_seconds_total"] = model_seconds
+    result["scene_build_seconds"] = build
+    # the same, had every LLM row answered all n_scenes (decision rows: their subset) per variant
+    full = 0.0
+    for row in result_rows:
+        s = row["score"]
+        target = row["planned"] if row["mode"] == "decision" else config.n_scenes
+        full += s["seconds"] / s["n"] * max(target, s["n"]) if s["n"] else 0.0
+    result["full_run_estimate_seconds"] = full + (build or 0.0)
+    results_dir = Path(config.results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    report.write_json(result, results_dir / f"{RESULT_STEM}.json")
+    (results_dir / f"{RESULT_STEM}.md").write_text(report.markdown_report(result), encoding="utf-8")
+    if result_rows:
+        report.plot_accuracy(result, results_dir / f"{RESULT_STEM}_accuracy.png")
+        report.plot_reliability(result, results_dir / f"{RESULT_STEM}_reliability.png")
+    console.print(report.rich_table(result))
+    console.print(report.reference_table())
+    console.print(f"results: {results_dir / (RESULT_STEM + '.md')} (+ .json, _accuracy.png, _reliability.png); "
+                  f"total {result['total_seconds'] / 60:.1f} min")
+    return result
+
+
+def _machine() -> str:
+    try:
+        import torch
+
+        threads = torch.get_num_threads()
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        threads = None
+    cores = os.cpu_count()
+    return (f"{cores} CPU cores ({platform.machine()}), torch threads {threads}, Python "
+            f"{sys.version.split()[0]}, no GPU")
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command line as typed (for the results)."""
+    argv = list(sys.argv if argv is None else argv)
+    if argv and argv[0].endswith("usermirrorer"):
+        argv[0] = "usermirrorer"
+    return " ".join(shlex.quote(a) for a in argv)
+

@@ -1,0 +1,319 @@
+"""Run one choice model over one variant's eval scenes: probabilities, timing, resume.
+
+A *choice model* is anything with ``choice_probs(list_of_scenes) -> list[ChoiceResult]``: the
+LLM :class:`~usermirrorer.sim.UserSimulator` or a log-only baseline of
+:mod:`usermirrorer.sim.baselines`. :class:`ModelSpec` names one row of the benchmark table;
+:func:`build_choice_model` makes the model it names; :func:`run_model` feeds it the scenes in
+chunks, times every chunk and appends the answers to a JSONL cache, so an interrupted run
+resumes where it stopped and the recorded seconds still add up to the model's cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from usermirrorer.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from usermirrorer.data_pipeline.raw import RawDataset
+
+__all__ = [
+    "MODEL_KINDS",
+    "ModelSpec",
+    "ModelRun",
+    "build_choice_model",
+    "MostPopularChooser",
+    "run_model",
+    "slug",
+]
+
+MODEL_KINDS = ("random", "popularity", "most-popular", "collaborative", "llm")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One row of the fidelity table.
+
+    Attributes:
+        label: the row's name.
+        kind: ``random``, ``popularity`` (p ~ 1 + causal count), ``most-popular`` (argmax of
+            the causal count), ``collaborative`` or ``llm``.
+        model: LLM registry name or folder (``kind == "llm"``).
+        mode: LLM mode: ``direct`` or ``decision``; ``-`` for log-only models.
+        limit: evaluate only the first ``limit`` scenes of each variant (None: all).
+        role: ``baseline``, ``base LLM``, ``fine-tuned`` or ``extra`` (command line).
+        n_thoughts, max_thought_tokens: decision-mode settings.
+        batch_size: scenes per backend call.
+        note: shown in the table.
+    """
+
+    label: str
+    kind: str
+    model: str | None = None
+    mode: str = "-"
+    limit: int | None = None
+    role: str = "baseline"
+    n_thoughts: int = 1
+    max_thought_tokens: int = 128
+    batch_size: int = 8
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ConfigError(f"model kind {self.kind!r} is not known; expected one of {list(MODEL_KINDS)}")
+        if self.kind == "llm":
+            if not self.model:
+                raise ConfigError(f"row {self.label!r}: an llm row needs a model name or folder")
+            if self.mode not in ("direct", "decision"):
+                raise ConfigError(f"row {self.label!r}: mode must be 'direct' or 'decision', got {self.mode!r}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"row {self.label!r}: limit must be >= 1 or None, got {self.limit}")
+
+    @property
+    def key(self) -> str:
+        """Identity of this row's outputs (anything that changes them changes the key)."""
+        fields = {k: v for k, v in asdict(self).items() if k not in ("label", "limit", "role", "note", "batch_size")}
+        if self.kind == "llm" and self.model:
+            fields["model_stamp"] = _model_stamp(self.model)
+        digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{slug(self.label)}-{digest}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _model_stamp(model: str) -> str:
+    """A local folder's weights change when it is retrained: fold their mtime and size in."""
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        return model
+    parts = []
+    for f in sorted(path.glob("*.safetensors")):
+        st = f.stat()
+        parts.append(f"{f.name}:{st.st_size}:{int(st.st_mtime)}")
+    return model + "|" + ",".join(parts)
+
+
+def slug(text: str) -> str:
+    """File-name-safe lower-case version of ``text``."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "model"
+
+
+@dataclass
+class ModelRun:
+    """A model's answers on one variant.
+
+    Attributes:
+        spec: the row.
+        variant: scene variant.
+        scene_ids: evaluated scenes, in scene order.
+        probs: ``(n, K)`` choice probabilities.
+        item_pos: ``(n,)`` the real item's position.
+        seconds: model time spent on these scenes (summed over runs when resumed).
+        rationales: decision mode: the first thought per scene (may be empty).
+        resumed: scenes read back from the cache instead of computed now.
+        planned: scenes the row was meant to answer.
+        complete: False when a time budget stopped the row before ``planned``.
+    """
+
+    spec: ModelSpec
+    variant: str
+    scene_ids: list[str]
+    probs: np.ndarray
+    item_pos: np.ndarray
+    seconds: float
+    rationales: list[str] = field(default_factory=list)
+    resumed: int = 0
+    planned: int = 0
+    complete: bool = True
+
+    @property
+    def scenes_per_second(self) -> float:
+        return len(self.scene_ids) / self.seconds if self.seconds > 0 else float("inf")
+
+    def __repr__(self) -> str:
+        return (f"ModelRun({self.spec.label!r}, {self.variant}, n={len(self.scene_ids)}, "
+                f"{self.scenes_per_second:.2f} scenes/s, resumed={self.resumed})")
+
+
+def build_choice_model(spec: ModelSpec, ds: RawDataset | None = None, fit_rows: np.ndarray | None = None,
+                       seed: int = 0, backend_kwargs: Mapping[str, Any] | None = None) -> Any:
+    """Make the choice model a row names.
+
+    Args:
+        spec: the row.
+        ds: the dataset (log-only models read counts / fit embeddings from it).
+        fit_rows: interaction rows the collaborative embedding is fitted on (the train users'
+            rows: the eval users' future must not leak into it).
+        seed: decision-mode sampling seed.
+        backend_kwargs: extra arguments of the LLM backend (``dtype`` ...).
+    """
+    if spec.kind == "llm":
+        from usermirrorer.sim import SimOptions, UserSimulator
+
+        options = SimOptions(mode=spec.mode, n_thoughts=spec.n_thoughts, max_thought_tokens=spec.max_thought_tokens,
+                             batch_size=spec.batch_size, seed=seed, truncate_history=True)
+        return UserSimulator(spec.model, options=options, **dict(backend_kwargs or {}))
+    if ds is None:
+        raise ConfigError(f"row {spec.label!r} ({spec.kind}) needs the raw dataset")
+    from usermirrorer.sim.baselines import make_choice_model
+
+    if spec.kind == "most-popular":
+        return MostPopularChooser(ds)
+    if spec.kind == "collaborative":
+        return make_choice_model("collaborative", ds, fit_rows=fit_rows, seed=seed)
+    return make_choice_model(spec.kind, ds)
+
+
+class MostPopularChooser:
+    """Picks the option with the most interactions strictly before the scene time.
+
+    The chooser of the issue's warning (51% on standard ML-100K exposures, K=5): all the
+    probability on the most popular option, split evenly among options tied for the top.
+    """
+
+    name = "most-popular"
+
+    def __init__(self, ds: RawDataset):
+        from usermirrorer.sim.baselines import make_choice_model
+
+        self.ds = ds
+        self._popularity = make_choice_model("popularity", ds)
+
+    def choice_probs(self, scenes: Any, **_ignored: Any) -> Any:
+        from usermirrorer.data_pipeline.raw import parse_time
+        from usermirrorer.sim import ChoiceResult
+
+        single = isinstance(scenes, dict)
+        batch = [scenes] if single else list(scenes)
+        index = self.ds.item_index
+        out = []
+        for scene in batch:
+            items = np.array([index[str(i)] for i in scene["impression_list"]], dtype=np.int64)
+            counts = self._popularity.counts_before(parse_time(scene["timestamp"]))[items]
+            top = (counts == counts.max()).astype(np.float64)
+            out.append(ChoiceResult(probs=top / top.sum()))
+        return out[0] if single else out
+
+    def __repr__(self) -> str:
+        return f"MostPopularChooser(dataset={self.ds.name!r})"
+
+
+def run_model(
+    spec: ModelSpec,
+    scenes_by_variant: Mapping[str, Sequence[Mapping[str, Any]]],
+    make_model: Callable[[], Any],
+    cache_dir: str | os.PathLike | None = None,
+    chunk_size: int = 16,
+    progress: Any = None,
+    budget_seconds: float | None = None,
+) -> dict[str, ModelRun]:
+    """Evaluate one row on every variant (resuming from ``cache_dir`` when possible).
+
+    Scene ``i`` of each variant is scored next to scene ``i`` of the others: the variants
+    render the same interaction with different options, so an LLM backend with prefix
+    sharing computes their common profile + history prefix once. A chunk's time is split
+    evenly over its scenes.
+
+    Args:
+        spec: the row (``spec.limit`` cuts each variant's scenes).
+        scenes_by_variant: variant name -> its scenes, in order.
+        make_model: builds the choice model; called only if some scene is not cached.
+        cache_dir: folder of per-row JSONL caches (``<cache_dir>/<variant>/<row key>.jsonl``);
+            None: no cache.
+        chunk_size: scenes per ``choice_probs`` call (and per cache flush).
+        progress: a ``rich.progress.Progress`` to add a task to, or None.
+        budget_seconds: stop computing new answers after this much time; the run then holds
+            the scenes answered so far (a prefix of each variant's order) and ``complete`` is
+            False. None: no limit.
+
+    Returns:
+        variant -> :class:`ModelRun`.
+
+    Raises:
+        DataError: the model returned a distribution of the wrong length or not summing to 1.
+    """
+    from usermirrorer.data_pipeline.jsonl import JsonlAppender, iter_jsonl
+
+    variants = list(scenes_by_variant)
+    chosen = {v: list(scenes_by_variant[v][: spec.limit] if spec.limit else scenes_by_variant[v]) for v in variants}
+    cached: dict[str, dict[str, dict[str, Any]]] = {v: {} for v in variants}
+    paths: dict[str, Path | None] = {v: None for v in variants}
+    for v in variants:
+        if cache_dir is not None:
+            paths[v] = Path(cache_dir) / v / f"{spec.key}.jsonl"
+            if paths[v].exists():
+                JsonlAppender(paths[v]).close()  # cuts a torn last line left by a crash
+                cached[v] = {r["scene_id"]: r for _, r in iter_jsonl(paths[v])}
+    longest = max((len(x) for x in chosen.values()), default=0)
+    todo = [(v, chosen[v][i]) for i in range(longest) for v in variants
+            if i < len(chosen[v]) and str(chosen[v][i]["scene_id"]) not in cached[v]]
+    total = sum(len(x) for x in chosen.values())
+    resumed = {v: len(chosen[v]) - sum(1 for w, _ in todo if w == v) for v in variants}
+    task = None
+    if progress is not None:
+        task = progress.add_task(spec.label, total=total, completed=total - len(todo))
+    complete = True
+    started = time.perf_counter()
+    if todo:
+        model = make_model()
+        appenders = {v: JsonlAppender(p) for v, p in paths.items() if p is not None}
+        try:
+            for start in range(0, len(todo), chunk_size):
+                if budget_seconds is not None and time.perf_counter() - started > budget_seconds:
+                    complete = False
+                    break
+                chunk = todo[start:start + chunk_size]
+                began = time.perf_counter()
+                results = model.choice_probs([scene for _, scene in chunk])
+                spent = time.perf_counter() - began
+                records: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+                for (variant, scene), result in zip(chunk, results):
+                    probs = np.asarray(result.probs, dtype=np.float64)
+                    _check_probs(probs, scene, spec)
+                    rationale = result.rationales[0] if getattr(result, "rationales", None) else ""
+                    record = {"scene_id": str(scene["scene_id"]), "probs": probs.tolist(),
+                              "seconds": spent / len(chunk), "rationale": rationale}
+                    cached[variant][record["scene_id"]] = record
+                    records[variant].append(record)
+                for variant, recs in records.items():
+                    if recs and variant in appenders:
+                        appenders[variant].write(recs)
+                if task is not None:
+                    progress.update(task, advance=len(chunk))
+        finally:
+            for appender in appenders.values():
+                appender.close()
+    out: dict[str, ModelRun] = {}
+    for v in variants:
+        got = cached[v]
+        answered = [s for s in chosen[v] if str(s["scene_id"]) in got]
+        ids = [str(s["scene_id"]) for s in answered]
+        out[v] = ModelRun(
+            spec=spec, variant=v, scene_ids=ids,
+            probs=np.array([got[i]["probs"] for i in ids], dtype=np.float64).reshape(len(ids), -1),
+            item_pos=np.array([int(s["item_pos"]) for s in answered], dtype=np.int64),
+            seconds=float(sum(got[i]["seconds"] for i in ids)),
+            rationales=[got[i].get("rationale", "") for i in ids], resumed=resumed[v],
+            planned=len(chosen[v]), complete=complete and len(answered) == len(chosen[v]),
+        )
+    return out
+
+
+def _check_probs(probs: np.ndarray, scene: Mapping[str, Any], spec: ModelSpec) -> None:
+    k = len(scene["text"]["action_list"])
+    if probs.shape != (k,) or not np.all(np.isfinite(probs)) or abs(probs.sum() - 1.0) > 1e-4 or (probs < 0).any():
+        raise DataError(
+            f"row {spec.label!r} returned {probs!r} for scene {scene.get('scene_id')!r}; expected {k} "
+            "non-negative probabilities summing to 1 (one per option)"
+        )

