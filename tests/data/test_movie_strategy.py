@@ -83,6 +83,24 @@ def test_release_times():
                               NO_RELEASE_LIMIT, parse_time("1997-11-20 00:00:00")]
 
 
+def test_cached_text_follows_the_dataset():
+    # Item text and release times are cached per dataset on the strategy: a reused strategy
+    # must render a second dataset from that dataset, and return to the first one correctly.
+    s = MovieStrategy()
+    first, second = _dataset(), _dataset()
+    second.item_description[1] = {"title": "Other Film", "release_year": 1990}
+    second.item_features[1] = {"release_year": 1990}
+    late_1997 = parse_time("1997-12-01 00:00:00")
+    assert s.exposure_item(first, 1, late_1997) == "[New Release] Titanic (1997) — Drama, Romance"
+    assert s.exposure_item(second, 1, late_1997) == "Other Film (1990)"
+    assert s.release_times(second)[1] == parse_time("1990-01-01 00:00:00")
+    assert s.exposure_item(first, 1, late_1997) == "[New Release] Titanic (1997) — Drama, Romance"
+    assert s.history_entry(first, 1, late_1997, {}, late_1997) == MovieStrategy().history_entry(
+        first, 1, late_1997, {}, late_1997)
+    with pytest.raises(ValueError):  # the cached release times are shared: read-only
+        s.release_times(first)[0] = 0
+
+
 def test_profile():
     ds, s = _dataset(), MovieStrategy()
     assert s.profile(ds, 0) == "A 24-year-old man.\nOccupation: technician."

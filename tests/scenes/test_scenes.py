@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from scene_fixtures import LoggedStrategy, TracingStrategy, make_dataset
 from scipy import stats
 
-from scene_fixtures import LoggedStrategy, TracingStrategy, make_dataset
 from usermirrorer.data_pipeline.raw import parse_time
 from usermirrorer.data_pipeline.scenes import (
     SceneConfig,

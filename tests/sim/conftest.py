@@ -37,7 +37,7 @@ def tiny_backend(tiny_model_dir: Path):
     """The transformers backend on the tiny random model, fp32, prefix sharing on."""
     from usermirrorer.sim.backends.hf import TransformersBackend
 
-    return TransformersBackend(str(tiny_model_dir), dtype="float32", num_threads=2)
+    return TransformersBackend(str(tiny_model_dir), dtype="float32")
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +45,7 @@ def smollm2_backend():
     """The transformers backend on the real SmolLM2-135M-Instruct, fp32 (for exact comparisons)."""
     from usermirrorer.sim.backends.hf import TransformersBackend
 
-    return TransformersBackend("smollm2-135m", dtype="float32", num_threads=2)
+    return TransformersBackend("smollm2-135m", dtype="float32")
 
 
 @pytest.fixture

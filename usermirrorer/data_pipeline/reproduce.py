@@ -96,16 +96,16 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    # 2 CPU cores, < 30 min. Full fine-tuning costs ~25 s per step of 4 x 750 tokens on 2 cores
-    # (fp32; bf16 backward is slower on CPU), so the run is sized by its token count: 64 train
-    # scenes x 3 thoughts of <= 64 tokens from SmolLM2-135M (strong) and the tiny random model
-    # (weak: a stand-in, SmolLM2 is the only real model on the machine), SmolLM2 as predictor
-    # and base, 16 preference pairs (SFT 1 epoch, DPO 2 epochs, batch 4), 40 eval scenes per
-    # negative variant, prompts <= 768 tokens.
+    # 2 CPU cores, < 30 min. On CPU the cost is prompt tokens: every thought re-reads its ~700-token
+    # prompt, and full fine-tuning costs ~25 s per step of 4 x 750 tokens (fp32; bf16 backward
+    # is slower on CPU). So: 48 train scenes x 3 thoughts of <= 64 tokens from SmolLM2-135M
+    # (strong) and the tiny random model (weak: a stand-in, SmolLM2 is the only real model on
+    # the machine), SmolLM2 as predictor and base, 12 preference pairs (SFT 1 epoch, DPO 2
+    # epochs, batch 4), 32 eval scenes per negative variant, prompts <= 768 tokens.
     "cpu-smoke": Profile(
-        name="cpu-smoke", train_samples=64, eval_samples=40, train_exposure=(3, 5), eval_exposure=(5, 5),
-        max_prompt_tokens=768, n_thoughts=3, max_thought_tokens=64, chunk_size=4, filtered_num=16,
-        finetune_batch_size=4, eval_modes=("direct", "decision"), eval_thoughts=1, eval_repeat=10,
+        name="cpu-smoke", train_samples=48, eval_samples=32, train_exposure=(3, 5), eval_exposure=(5, 5),
+        max_prompt_tokens=768, n_thoughts=3, max_thought_tokens=64, chunk_size=4, filtered_num=12,
+        finetune_batch_size=4, eval_modes=("decision", "direct"), eval_thoughts=1, eval_repeat=10,
     ),
     # The paper's recipe on GPUs (vLLM backend): 10 thoughts of <= 512 tokens, 10,000 pairs,
     # Qwen2.5-32B as strong writer and predictor, Llama-3.2-3B as weak writer and as the model
@@ -277,8 +277,8 @@ def _stage_eval(w: Path, dataset: str, profile: Profile, models: dict[str, str])
     rows, out_dir = [], w / "eval" / profile.name
     for negatives in ("standard", "popularity-matched"):
         scenes = scenes_path(w, dataset, "eval", negatives)
-        runs: list[tuple[str, str, str]] = [(b, b, "direct") for b in profile.baselines]
-        runs += [(label, model, mode) for label, model in models.items() for mode in profile.eval_modes]
+        runs = [(label, model, mode) for mode in profile.eval_modes for label, model in models.items()]
+        runs += [(b, b, "direct") for b in profile.baselines]
         for label, model, mode in runs:
             out = out_dir / f"{dataset}_{negatives}_{label}_{mode}.jsonl"
             argv = ["--model", model, "--input", str(scenes), "--output", str(out), "--mode", mode,

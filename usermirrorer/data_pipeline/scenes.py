@@ -33,6 +33,7 @@ byte-identical output.
 
 from __future__ import annotations
 
+import math
 import os
 import time as _time
 from collections.abc import Iterator, Sequence
@@ -563,7 +564,18 @@ class SceneSampler:
 
     # candidates ---------------------------------------------------------------------------
     def candidate_rows(self) -> np.ndarray:
-        """Rows eligible as scene targets (enough history; a logged exposure when replaying)."""
+        """Rows eligible as scene targets (enough history; a logged exposure when replaying).
+
+        Computed once per ``min_history`` and kept (read-only) on the sampler.
+        """
+        cache = self.__dict__.setdefault("_candidates", {})
+        if self.config.min_history not in cache:
+            rows = self._eligible_candidates()
+            rows.setflags(write=False)
+            cache[self.config.min_history] = rows
+        return cache[self.config.min_history]
+
+    def _eligible_candidates(self) -> np.ndarray:
         rows = eligible_rows(self.ds, self.config.min_history)
         if self.logged_key is not None:
             column = self.ds.behavior[self.logged_key]
@@ -793,11 +805,11 @@ class SceneSampler:
             values = column[start:stop]
             if values.dtype.kind == "f":
                 for d, v in zip(out, values.tolist()):
-                    if v == v:  # not NaN
+                    if not math.isnan(v):
                         d[key] = int(v) if v.is_integer() else v
             else:
                 for d, v in zip(out, values.tolist()):
-                    if v is not None and not (isinstance(v, float) and v != v):
+                    if v is not None and not (isinstance(v, float) and math.isnan(v)):
                         d[key] = v
         return out
 

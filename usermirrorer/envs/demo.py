@@ -199,6 +199,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(max(1, args.threads))
+    try:  # weight-loading progress bars would scroll the live view away
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
     project = args.project or _default_project()
     project.mkdir(parents=True, exist_ok=True)
     _ensure_raws(project, args.dataset, console)
@@ -212,25 +219,34 @@ def run(args: argparse.Namespace) -> int:
     ds = load_dataset(args.dataset, project)
     is_llm = args.model not in BASELINE_CHOICE_MODELS
     t0 = time.perf_counter()
-    with console.status(
-        f"preparing simulator {args.model} (first run converts SmolLM2's GGUF, ~15 s) ..."
-    ):
+    note = (
+        " (the first run converts SmolLM2's GGUF file, once)"
+        if args.model == "smollm2-135m"
+        else ""
+    )
+    with console.status(f"preparing simulator {args.model}{note} ..."):
         model = load_choice_model(
             args.model,
             ds,
             backend=args.backend,
             mode=args.mode,
+            # "auto" is the backend's default: leaving it out shares a cached model with other
+            # envs built from the same name in this process
             backend_kwargs={"dtype": args.dtype}
-            if is_llm and args.backend == "transformers"
+            if is_llm and args.backend == "transformers" and args.dtype != "auto"
             else None,
             project_path=project,
         )
-        # The spectral embedding feeds the collaborative/LinUCB agents and the diversity column.
-        needs_embedding = bool({"collaborative", "linucb"} & set(agent_names))
-        embedding = collaborative_embedding(ds, project) if needs_embedding else None
     console.print(
         f"[green]simulator ready[/] ({model!r}) in {time.perf_counter() - t0:.1f} s; dataset {ds!r}"
     )
+    # The spectral embedding feeds the collaborative/LinUCB agents and the diversity column.
+    embedding = None
+    if {"collaborative", "linucb"} & set(agent_names):
+        with console.status(
+            "fitting the collaborative item embedding (cached under the project) ..."
+        ):
+            embedding = collaborative_embedding(ds, project)
 
     agents = {
         name: make_recommender(name, ds, args.exposure_size, seed=args.seed, embedding=embedding)

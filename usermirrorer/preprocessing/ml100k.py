@@ -42,11 +42,16 @@ from usermirrorer.preprocessing.base import (
     iter_delimited,
     parse_float,
     parse_int,
-    require_files,
     timestamp_from_unix,
-    write_raw_records,
 )
-from usermirrorer.preprocessing.movielens import GENDERS, front_article, split_title_year
+from usermirrorer.preprocessing.movielens import (
+    GENDERS,
+    MovieTable,
+    convert_movielens,
+    duplicate_id,
+    known_rating_ids,
+    split_title_year,
+)
 
 __all__ = ["CONVERTER", "convert", "recbole_ml100k_dir", "read_atomic_file"]
 
@@ -107,9 +112,7 @@ def _read_users(path: Path, problems: SourceProblems, report: ConvertReport) -> 
     for line, row in read_atomic_file(path, ("user_id", "age", "gender", "occupation", "zip_code"),
                                       problems):
         uid = row["user_id"].strip()
-        if uid in first_line:
-            problems.add(path, line, "user_id",
-                         f"duplicate id {uid!r} (first seen on line {first_line[uid]})")
+        if duplicate_id(first_line, uid, path, line, "user_id", problems):
             continue
         age = parse_int(row["age"], path, line, "age", problems)
         if age is None:
@@ -130,15 +133,12 @@ def _read_users(path: Path, problems: SourceProblems, report: ConvertReport) -> 
 
 
 def _read_items(path: Path, problems: SourceProblems, report: ConvertReport) -> list[dict]:
-    items: list[dict] = []
+    movies = MovieTable(report, "genre 'unknown' only: kept with no genres")
     first_line: dict[str, int] = {}
-    moved = 0
     for line, row in read_atomic_file(path, ("item_id", "movie_title", "release_year", "class"),
                                       problems):
         iid = row["item_id"].strip()
-        if iid in first_line:
-            problems.add(path, line, "item_id",
-                         f"duplicate id {iid!r} (first seen on line {first_line[iid]})")
+        if duplicate_id(first_line, iid, path, line, "item_id", problems):
             continue
         first_line[iid] = line
         original = row["movie_title"].strip()
@@ -162,23 +162,12 @@ def _read_items(path: Path, problems: SourceProblems, report: ConvertReport) -> 
                 report.repair("unknown-year",
                               "no release year: kept, no release-time filter for this item",
                               data_problem(path, line, "release_year", repr(year_text)))
-        readable = front_article(title)
-        moved += readable != title
         genres = [g for g in row["class"].split() if g.lower() != "unknown"]
-        if not genres:
-            report.repair("unknown-genre", "genre 'unknown' only: kept with no genres",
-                          data_problem(path, line, "class", repr(row["class"])))
-        description: dict[str, Any] = {"title": readable, "release_year": year, "genres": genres}
-        items.append({
-            "item_id": iid,
-            "item_description": {k: v for k, v in description.items() if v not in (None, [])},
-            "item_features": {"release_year": year, "genres": genres, "original_title": original},
-        })
-    if not items and not problems:
+        movies.add(iid, title, year, genres, original,
+                   data_problem(path, line, "class", repr(row["class"])))
+    if not movies.items and not problems:
         problems.add(path, None, None, "no items; expected one item per line after the header")
-    if moved:
-        report.notes["titles with the article moved to the front"] = moved
-    return items
+    return movies.finish()
 
 
 def _read_interactions(
@@ -199,13 +188,9 @@ def _read_interactions(
         stamp = timestamp_from_unix(seconds, path, line, "timestamp", problems)
         if stamp is None:
             continue
-        if uid not in users:
-            report.drop("unknown-user", "rating by a user missing from the user file: dropped",
-                        data_problem(path, line, "user_id", repr(uid)))
-            continue
-        if iid not in items:
-            report.drop("unknown-item", "rating of an item missing from the item file: dropped",
-                        data_problem(path, line, "item_id", repr(iid)))
+        if not known_rating_ids(uid, iid, users, items, path, line, report, ("user_id", "item_id"),
+                                ("rating by a user missing from the user file: dropped",
+                                 "rating of an item missing from the item file: dropped")):
             continue
         out.append({
             "user_id": uid,
@@ -226,17 +211,8 @@ def convert(source: Path | None, project_path: Path, options: Mapping[str, Any])
         DataError: malformed rows no rule covers, all listed as ``file:line: field: what``.
     """
     folder = source if source is not None else recbole_ml100k_dir()
-    user_path, item_path, inter_path = require_files(folder, FILES, SOURCE_FORMAT)
-    report = ConvertReport(dataset=DATASET, source=str(folder))
-    problems = SourceProblems()
-    users = _read_users(user_path, problems, report)
-    items = _read_items(item_path, problems, report)
-    interactions = _read_interactions(
-        inter_path, {u["user_id"] for u in users}, {i["item_id"] for i in items}, problems, report
-    )
-    problems.raise_if_any(DATASET, SOURCE_FORMAT)
-    write_raw_records(project_path, DATASET, users, items, interactions, report)
-    return report
+    return convert_movielens(DATASET, folder, FILES, SOURCE_FORMAT, project_path,
+                             _read_users, _read_items, _read_interactions)
 
 
 CONVERTER = Converter(

@@ -34,15 +34,16 @@ from usermirrorer.preprocessing.base import (
     SourceProblems,
     iter_delimited,
     parse_int,
-    require_files,
     timestamp_from_unix,
-    write_raw_records,
 )
 from usermirrorer.preprocessing.movielens import (
     AGE_GROUPS,
     GENDERS,
     OCCUPATIONS,
-    front_article,
+    MovieTable,
+    convert_movielens,
+    duplicate_id,
+    known_rating_ids,
     split_title_year,
 )
 
@@ -66,9 +67,7 @@ def _read_users(path: Path, problems: SourceProblems, report: ConvertReport) -> 
         path, SEP, problems, n_fields=5, encoding=ENCODING, field_names=names
     ):
         uid = uid.strip()
-        if uid in first_line:
-            problems.add(path, line, "UserID",
-                         f"duplicate id {uid!r} (first seen on line {first_line[uid]})")
+        if duplicate_id(first_line, uid, path, line, "UserID", problems):
             continue
         age_code = parse_int(age_text, path, line, "Age", problems)
         occ_code = parse_int(occ_text, path, line, "Occupation", problems)
@@ -99,17 +98,14 @@ def _read_users(path: Path, problems: SourceProblems, report: ConvertReport) -> 
 
 
 def _read_movies(path: Path, problems: SourceProblems, report: ConvertReport) -> list[dict]:
-    items: list[dict] = []
+    movies = MovieTable(report, "no genres listed: kept with no genres")
     first_line: dict[str, int] = {}
-    moved = 0
     for line, (iid, original, genre_text) in iter_delimited(
         path, SEP, problems, n_fields=3, encoding=ENCODING,
         field_names=("MovieID", "Title", "Genres"),
     ):
         iid = iid.strip()
-        if iid in first_line:
-            problems.add(path, line, "MovieID",
-                         f"duplicate id {iid!r} (first seen on line {first_line[iid]})")
+        if duplicate_id(first_line, iid, path, line, "MovieID", problems):
             continue
         first_line[iid] = line
         original = original.strip()
@@ -118,24 +114,13 @@ def _read_movies(path: Path, problems: SourceProblems, report: ConvertReport) ->
             report.repair("unknown-year",
                           "no (YYYY) at the end of the title: kept, no release-time filter",
                           data_problem(path, line, "Title", repr(original)))
-        readable = front_article(title)
-        moved += readable != title
         genres = [g.strip() for g in genre_text.split("|")
                   if g.strip() and g.strip().lower() not in ("(no genres listed)", "unknown")]
-        if not genres:
-            report.repair("unknown-genre", "no genres listed: kept with no genres",
-                          data_problem(path, line, "Genres", repr(genre_text)))
-        description: dict[str, Any] = {"title": readable, "release_year": year, "genres": genres}
-        items.append({
-            "item_id": iid,
-            "item_description": {k: v for k, v in description.items() if v not in (None, [])},
-            "item_features": {"release_year": year, "genres": genres, "original_title": original},
-        })
-    if not items and not problems:
+        movies.add(iid, title, year, genres, original,
+                   data_problem(path, line, "Genres", repr(genre_text)))
+    if not movies.items and not problems:
         problems.add(path, None, None, "no movies; expected MovieID::Title::Genres")
-    if moved:
-        report.notes["titles with the article moved to the front"] = moved
-    return items
+    return movies.finish()
 
 
 def _read_ratings(
@@ -157,13 +142,9 @@ def _read_ratings(
         if stamp is None:
             continue
         uid, iid = uid.strip(), iid.strip()
-        if uid not in users:
-            report.drop("unknown-user", "rating by a UserID missing from users.dat: dropped",
-                        data_problem(path, line, "UserID", repr(uid)))
-            continue
-        if iid not in items:
-            report.drop("unknown-item", "rating of a MovieID missing from movies.dat: dropped",
-                        data_problem(path, line, "MovieID", repr(iid)))
+        if not known_rating_ids(uid, iid, users, items, path, line, report, ("UserID", "MovieID"),
+                                ("rating by a UserID missing from users.dat: dropped",
+                                 "rating of a MovieID missing from movies.dat: dropped")):
             continue
         out.append({"user_id": uid, "item_id": iid, "timestamp": stamp,
                     "behavior_features": {"rating": rating}})
@@ -181,17 +162,8 @@ def convert(source: Path | None, project_path: Path, options: Mapping[str, Any])
     """
     if source is None:
         raise ConfigError(f"{DATASET} needs --source DIR: the folder holding {SOURCE_FORMAT}")
-    user_path, movie_path, rating_path = require_files(source, FILES, SOURCE_FORMAT)
-    report = ConvertReport(dataset=DATASET, source=str(source))
-    problems = SourceProblems()
-    users = _read_users(user_path, problems, report)
-    items = _read_movies(movie_path, problems, report)
-    ratings = _read_ratings(
-        rating_path, {u["user_id"] for u in users}, {i["item_id"] for i in items}, problems, report
-    )
-    problems.raise_if_any(DATASET, SOURCE_FORMAT)
-    write_raw_records(project_path, DATASET, users, items, ratings, report)
-    return report
+    return convert_movielens(DATASET, source, FILES, SOURCE_FORMAT, project_path,
+                             _read_users, _read_movies, _read_ratings)
 
 
 CONVERTER = Converter(

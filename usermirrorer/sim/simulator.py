@@ -140,6 +140,11 @@ class UserSimulator:
             self.backend = backend
         self._warned_no_lengths = False
 
+    def __deepcopy__(self, memo: dict) -> UserSimulator:
+        # A loaded model is shared, not copied: gymnasium's env checker and spec re-creation
+        # deep-copy env kwargs, and a simulator holds torch modules and tokenizers.
+        return self
+
     def __repr__(self) -> str:
         return f"UserSimulator(model={self.model!r}, backend={self.backend!r}, mode={self.options.mode!r})"
 

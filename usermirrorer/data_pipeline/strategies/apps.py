@@ -6,7 +6,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from usermirrorer.data_pipeline.strategies.base import register_strategy
-from usermirrorer.data_pipeline.strategies.templated import TemplatedStrategy
+from usermirrorer.data_pipeline.strategies.templated import (
+    TemplatedStrategy,
+    quoted_review,
+    rated_out_of_five,
+)
 
 __all__ = ["AppStrategy"]
 
@@ -25,10 +29,7 @@ class AppStrategy(TemplatedStrategy):
     release_key = None
 
     def feedback(self, behavior: Mapping[str, Any]) -> str:
-        parts = []
-        if isinstance(behavior.get("rating"), (int, float)):
-            parts.append(f"rated it {behavior['rating']:g}/5")
+        parts = [rated] if (rated := rated_out_of_five(behavior)) else []
         if behavior.get("review"):
-            # Inner double quotes become single ones so the quoted review stays one quote.
-            parts.append(f'wrote "{behavior["review"].replace(chr(34), chr(39))}"')
+            parts.append(quoted_review(behavior["review"]))
         return ", ".join(parts)

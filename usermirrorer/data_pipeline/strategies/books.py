@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from usermirrorer.data_pipeline.strategies.base import register_strategy
-from usermirrorer.data_pipeline.strategies.templated import TemplatedStrategy
+from usermirrorer.data_pipeline.strategies.templated import TemplatedStrategy, rated_out_of_five
 
 __all__ = ["BookStrategy"]
 
@@ -25,8 +25,8 @@ class BookStrategy(TemplatedStrategy):
 
     def feedback(self, behavior: Mapping[str, Any]) -> str:
         parts = ["has read it" if behavior.get("shelf") == "read" else "wants to read it"]
-        if isinstance(behavior.get("rating"), (int, float)):
-            parts.append(f"rated it {behavior['rating']:g}/5")
+        if rated := rated_out_of_five(behavior):
+            parts.append(rated)
         if behavior.get("reviewed"):
             parts.append("wrote a review")
         return ", ".join(parts)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from usermirrorer.data_pipeline.strategies.base import register_strategy
-from usermirrorer.data_pipeline.strategies.templated import TemplatedStrategy
+from usermirrorer.data_pipeline.strategies.templated import TemplatedStrategy, quoted_review
 
 __all__ = ["GameStrategy"]
 
@@ -30,6 +30,5 @@ class GameStrategy(TemplatedStrategy):
         if "recommend" in behavior:
             parts.append("recommended it" if behavior["recommend"] else "did not recommend it")
         if behavior.get("review"):
-            # Inner double quotes become single ones so the quoted review stays one quote.
-            parts.append(f'wrote "{behavior["review"].replace(chr(34), chr(39))}"')
+            parts.append(quoted_review(behavior["review"]))
         return ", ".join(parts)

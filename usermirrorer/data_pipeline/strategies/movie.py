@@ -9,11 +9,16 @@
 - release times: from ``item_features["release_date"]`` (``YYYY-MM-DD``) when a converter
   has it, else January 1 of ``release_year`` (the earliest the movie could be out, so a movie is
   never hidden while it was available); unknown -> no restriction.
+
+The strategy is a :class:`~usermirrorer.data_pipeline.strategies.templated.TemplatedStrategy`
+with its own wording: it shares the templated base's per-dataset caches (release times and each
+movie's text computed once) and its "[New Release]" rule, with a one-year window.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,6 +29,7 @@ from usermirrorer.data_pipeline.strategies.base import (
     register_strategy,
     time_ago,
 )
+from usermirrorer.data_pipeline.strategies.templated import TemplatedStrategy
 
 if TYPE_CHECKING:
     from usermirrorer.data_pipeline.raw import RawDataset
@@ -43,8 +49,8 @@ __all__ = [
 
 # Sentinel release time for movies whose release is unknown: shown at any scene time.
 NO_RELEASE_LIMIT = np.iinfo(np.int64).min
-NEW_RELEASE_WINDOW_S = 365 * 86400
-_NEW_RELEASE_MARK = "[New Release] "
+_NEW_RELEASE_DAYS = 365
+NEW_RELEASE_WINDOW_S = _NEW_RELEASE_DAYS * 86400
 _PROFILE_KEYS = ("age", "gender", "occupation")
 
 
@@ -93,7 +99,12 @@ def rating_text(behavior: Mapping[str, Any], scale: int = 5) -> str | None:
     rating = behavior.get("rating")
     if rating is None:
         return None
-    rating = float(rating)
+    return _rating_phrase(float(rating), scale)
+
+
+@lru_cache(maxsize=256)
+def _rating_phrase(rating: float, scale: int) -> str:
+    # A log holds a handful of distinct ratings: format each once.
     shown = str(int(rating)) if rating.is_integer() else f"{rating:g}"
     return f"rated {shown}/{scale}"
 
@@ -122,11 +133,13 @@ def is_new_release(released: int, now: int) -> bool:
 
 @register_strategy("movielens", "ml-100k", "ml-1m", "ml-10m", "ml-20m", "ml-25m", "ml-32m",
                    "ml-latest", "ml-latest-small", "synthetic")
-class MovieStrategy(DomainStrategy):
+class MovieStrategy(TemplatedStrategy):
     """MovieLens-style movies with ratings; see the module docstring for the wording."""
 
     name = "movie"
     item_noun = "movie"
+    new_release_days = _NEW_RELEASE_DAYS
+    no_release = int(NO_RELEASE_LIMIT)
 
     def profile(self, ds: RawDataset, user: int) -> str:
         desc = ds.user_description[user]
@@ -146,7 +159,8 @@ class MovieStrategy(DomainStrategy):
             lines.append(rest)
         return "\n".join(lines) or "(no profile information)"
 
-    def _movie(self, ds: RawDataset, item: int) -> str:
+    def describe_item(self, ds: RawDataset, item: int, fields: Sequence[str]) -> str:
+        """'Toy Story (1995) — Animation, Children's, Comedy' (history and options alike)."""
         desc = ds.item_description[item]
         genres = genre_text(desc)
         title = movie_title(desc, str(ds.item_ids[item]))
@@ -155,16 +169,17 @@ class MovieStrategy(DomainStrategy):
     def history_entry(
         self, ds: RawDataset, item: int, time: int, behavior: Mapping[str, Any], now: int
     ) -> str:
-        parts = [self._movie(ds, item), f"watched {time_ago(now - time)}"]
+        movie = self.item_text(ds, item, self.history_fields)
         rated = rating_text(behavior)
-        if rated:
-            parts.append(rated)
-        return "; ".join(parts)
+        watched = time_ago(now - time)
+        return f"{movie}; watched {watched}; {rated}" if rated else f"{movie}; watched {watched}"
 
-    def exposure_item(self, ds: RawDataset, item: int, now: int) -> str:
-        new = is_new_release(release_time(ds.item_features[item]), now)
-        return (_NEW_RELEASE_MARK if new else "") + self._movie(ds, item)
+    def item_release(self, features: Mapping[str, Any]) -> int | None:
+        released = release_time(features)
+        return None if released == NO_RELEASE_LIMIT else released
 
     def release_times(self, ds: RawDataset) -> np.ndarray:
-        return np.fromiter((release_time(f) for f in ds.item_features), dtype=np.int64,
-                           count=ds.n_items)
+        # Always an array (all NO_RELEASE_LIMIT when no year is known): the rule is the domain's.
+        return self.release_array(ds)
+
+    __repr__ = DomainStrategy.__repr__

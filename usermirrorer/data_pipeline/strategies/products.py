@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from usermirrorer.data_pipeline.strategies.base import register_strategy
-from usermirrorer.data_pipeline.strategies.templated import TemplatedStrategy
+from usermirrorer.data_pipeline.strategies.templated import TemplatedStrategy, rated_out_of_five
 
 __all__ = ["ProductStrategy"]
 
@@ -25,9 +25,7 @@ class ProductStrategy(TemplatedStrategy):
     exposure_fields = ("brand", "category", "price", "rating", "highlights")
 
     def feedback(self, behavior: Mapping[str, Any]) -> str:
-        parts = []
-        if isinstance(behavior.get("rating"), (int, float)):
-            parts.append(f"rated it {behavior['rating']:g}/5")
+        parts = [rated] if (rated := rated_out_of_five(behavior)) else []
         if behavior.get("headline"):
             parts.append(f'titled the review "{behavior["headline"]}"')
         return ", ".join(parts)

@@ -13,10 +13,17 @@ its feedback needs words, overrides :meth:`~TemplatedStrategy.feedback`:
 - ``release_key``: the ``item_features`` key holding a release time in unix seconds (all the
   converters of :mod:`usermirrorer.preprocessing` write ``release_time``): items are not shown
   before it, and items released within ``new_release_days`` of the scene read "[New Release]".
+  A domain whose release comes from elsewhere (MovieLens: a date or a year) overrides
+  :meth:`~TemplatedStrategy.item_release` instead.
+
+Scene sampling renders the same items over and over, so what depends only on the item (its
+release time, its description text) is computed once per dataset and kept on the strategy
+instance (:meth:`~TemplatedStrategy.dataset_cache`); the raws are read-only once loaded.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,12 +34,13 @@ from usermirrorer.data_pipeline.strategies.base import DomainStrategy, describe_
 if TYPE_CHECKING:
     from usermirrorer.data_pipeline.raw import RawDataset
 
-__all__ = ["TemplatedStrategy", "join_top"]
+__all__ = ["TemplatedStrategy", "join_top", "rated_out_of_five", "quoted_review"]
 
 _DAY = 86400
 # Release-time sentinel for items with no known release: always showable. Far below any real
 # date (books go back centuries) yet far from int64's edge, so `release - t` cannot overflow.
 _ALWAYS = -(2**62)
+_NEW_RELEASE_MARK = "[New Release] "
 
 
 def join_top(values: Any, n: int = 3) -> str:
@@ -40,6 +48,17 @@ def join_top(values: Any, n: int = 3) -> str:
     if isinstance(values, (list, tuple)):
         return ", ".join(str(v) for v in values[:n])
     return "" if values is None else str(values)
+
+
+def rated_out_of_five(behavior: Mapping[str, Any]) -> str | None:
+    """'rated it 4/5' (or 'rated it 3.5/5') for a numeric ``rating``; None otherwise."""
+    rating = behavior.get("rating")
+    return f"rated it {rating:g}/5" if isinstance(rating, (int, float)) else None
+
+
+def quoted_review(review: str) -> str:
+    """'wrote "..."': inner double quotes become single ones so the review stays one quote."""
+    return f'wrote "{review.replace(chr(34), chr(39))}"'
 
 
 class TemplatedStrategy(DomainStrategy):
@@ -52,6 +71,19 @@ class TemplatedStrategy(DomainStrategy):
     exposure_fields: Sequence[str] = ()
     release_key: str | None = "release_time"
     new_release_days: int = 30
+    # What release_times holds for an item with no known release: shown at any time.
+    no_release: int = _ALWAYS
+
+    # per-dataset cache -------------------------------------------------------------------
+    def dataset_cache(self, ds: RawDataset) -> dict[Any, Any]:
+        """A dict for values derived from ``ds`` alone, kept while this strategy sees ``ds``.
+
+        One dataset at a time: a different (or garbage-collected) dataset starts a new dict.
+        """
+        held = self.__dict__.get("_derived")
+        if held is None or held[0]() is not ds:
+            held = self._derived = (weakref.ref(ds), {})
+        return held[1]
 
     # pieces ------------------------------------------------------------------------------
     def title(self, ds: RawDataset, item: int) -> str:
@@ -65,6 +97,22 @@ class TemplatedStrategy(DomainStrategy):
         details = describe_fields(shown, sep="; ")
         return f"{self.title(ds, item)} ({details})" if details else self.title(ds, item)
 
+    def item_text(self, ds: RawDataset, item: int, fields: Sequence[str]) -> str:
+        """:meth:`describe_item`, computed once per item and field list.
+
+        Filled lazily, item by item, so a million-item catalog costs only the items that
+        scenes actually show.
+        """
+        key = fields if isinstance(fields, tuple) else tuple(fields)
+        cache = self.dataset_cache(ds)
+        texts = cache.get(key)
+        if texts is None:
+            texts = cache[key] = [None] * ds.n_items
+        text = texts[item]
+        if text is None:
+            text = texts[item] = self.describe_item(ds, item, fields)
+        return text
+
     def feedback(self, behavior: Mapping[str, Any]) -> str:
         """How the user reacted, in words; default: ``field: value`` pairs."""
         return describe_fields(behavior)
@@ -72,6 +120,32 @@ class TemplatedStrategy(DomainStrategy):
     def when(self, time: int, behavior: Mapping[str, Any], now: int) -> str:
         """When a history event happened, seen from ``now``."""
         return time_ago(now - time)
+
+    # release -----------------------------------------------------------------------------
+    def item_release(self, features: Mapping[str, Any]) -> int | None:
+        """Unix second an item with these ``item_features`` is released; None if unknown."""
+        value = features.get(self.release_key) if self.release_key else None
+        return int(value) if isinstance(value, (int, float)) else None
+
+    def release_array(self, ds: RawDataset) -> np.ndarray:
+        """Per item, :meth:`item_release` (:attr:`no_release` where unknown); read-only, cached."""
+        cache = self.dataset_cache(ds)
+        release = cache.get("release")
+        if release is None:
+            values = (self.item_release(f) for f in ds.item_features)
+            release = np.fromiter((self.no_release if v is None else v for v in values),
+                                  dtype=np.int64, count=ds.n_items)
+            release.setflags(write=False)
+            cache["release"] = release
+        return release
+
+    def new_release_mark(self, ds: RawDataset, item: int, now: int) -> str:
+        """``"[New Release] "`` for an item released less than ``new_release_days`` before
+        ``now`` (and not after it), else ``""``."""
+        released = self.release_array(ds).item(item)
+        if released != self.no_release and 0 <= now - released < self.new_release_days * _DAY:
+            return _NEW_RELEASE_MARK
+        return ""
 
     # DomainStrategy ----------------------------------------------------------------------
     def profile(self, ds: RawDataset, user: int) -> str:
@@ -84,27 +158,18 @@ class TemplatedStrategy(DomainStrategy):
     def history_entry(
         self, ds: RawDataset, item: int, time: int, behavior: Mapping[str, Any], now: int
     ) -> str:
-        line = f"{self.when(time, behavior, now)}: {self.verb} {self.describe_item(ds, item, self.history_fields)}"
+        line = f"{self.when(time, behavior, now)}: {self.verb} {self.item_text(ds, item, self.history_fields)}"
         reaction = self.feedback(behavior)
         return f"{line} — {reaction}" if reaction else line
 
     def exposure_item(self, ds: RawDataset, item: int, now: int) -> str:
-        text = self.describe_item(ds, item, self.exposure_fields)
-        released = ds.item_features[item].get(self.release_key) if self.release_key else None
-        if isinstance(released, (int, float)) and 0 <= now - released < self.new_release_days * _DAY:
-            text = f"[New Release] {text}"
-        return text
+        return self.new_release_mark(ds, item, now) + self.item_text(ds, item, self.exposure_fields)
 
     def release_times(self, ds: RawDataset) -> np.ndarray | None:
         if self.release_key is None:
             return None
-        key = self.release_key
-        values = [f.get(key) for f in ds.item_features]
-        if not any(isinstance(v, (int, float)) for v in values):
-            return None
-        return np.array(
-            [int(v) if isinstance(v, (int, float)) else _ALWAYS for v in values], dtype=np.int64
-        )
+        release = self.release_array(ds)
+        return None if bool((release == self.no_release).all()) else release
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, platform={self.platform!r})"
