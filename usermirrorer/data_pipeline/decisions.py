@@ -159,6 +159,8 @@ def run_resumable(
     chunks = [list(items[i:i + chunk_size]) for i in range(0, len(items), chunk_size)]
     todo = [(ci, ch) for ci, ch in enumerate(chunks) if any(it["scene_id"] not in done for it in ch)]
     bar = _progress(progress)
+    # a log file gets no live bar: write one line per chunk instead
+    log_lines = progress and not bar.console.is_terminal
     with bar, JsonlAppender(out_path) as out:
         task = bar.add_task(stage, total=len(items), completed=report.skipped)
         for ci, chunk in todo:
@@ -169,6 +171,9 @@ def run_resumable(
             out.write(fresh)
             report.written += len(fresh)
             bar.update(task, advance=len(fresh))
+            if log_lines:
+                bar.console.print(f"{stage}: {report.skipped + report.written}/{len(items)} scenes "
+                                  f"({time.perf_counter() - start:.0f} s)")
     report.seconds = time.perf_counter() - start
     return report
 

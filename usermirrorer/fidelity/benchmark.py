@@ -402,6 +402,10 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
                 console.print(f"[red]row {spec_row.label!r} failed:[/red] {exc}")
             stage_seconds[f"row: {spec_row.label}"] = time.perf_counter() - t
 
+    if not config.finetuned:
+        skipped[f"{_short(config.base_model)} pipeline fine-tune (SFT+DPO on decision thoughts)"] = (
+            "not run: no checkpoint given with --finetuned (the pipeline, `usermirrorer reproduce`, writes "
+            "<W>/checkpoints/<profile>/dpo/model; pass it with --trained-on <W>/datasets/<D>_train.jsonl)")
     comparisons = _comparisons(runs, rows, base_label, VARIANTS)
     result: dict[str, Any] = {
         "finished_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

