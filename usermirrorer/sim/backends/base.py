@@ -16,9 +16,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from usermirrorer.errors import BackendError
 from usermirrorer.sim.prompts import Prompt
 
-__all__ = ["Backend", "Prompt", "renormalise_logprobs"]
+__all__ = ["Backend", "Prompt", "renormalise_logprobs", "single_token_letter_ids", "cut_at_stop"]
 
 
 @runtime_checkable
@@ -71,3 +72,44 @@ def renormalise_logprobs(logprobs: np.ndarray) -> np.ndarray:
     m = x.max(axis=-1, keepdims=True)
     lse = m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
     return x - lse
+
+
+def single_token_letter_ids(tokenizer, tail: str, letters: tuple[str, ...], model_name: str) -> list[int]:
+    """Token id of each option letter right after ``tail``, verified on ``tokenizer``.
+
+    Each ``tail + letter`` must tokenize as ``tail``'s tokens plus exactly one token, and the
+    letters' tokens must differ; otherwise scoring one next token would be wrong.
+
+    Raises:
+        BackendError: the tokenizer merges or splits a letter, or two letters share a token.
+    """
+    def enc(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    base = enc(tail)
+    ids = []
+    for letter in letters:
+        full = enc(tail + letter)
+        if len(full) != len(base) + 1 or full[: len(base)] != base:
+            raise BackendError(
+                f"the tokenizer of model {model_name!r} does not encode option letter {letter!r} as one "
+                f"token after {tail[-20:]!r} (got {len(full) - len(base)} extra token(s): "
+                f"{tokenizer.convert_ids_to_tokens(full[max(len(base) - 1, 0):])}); letters must be single "
+                "tokens for next-token scoring - change the prompts' direct_prefix/behavior_marker "
+                "(e.g. end them with '[')"
+            )
+        ids.append(full[-1])
+    if len(set(ids)) != len(ids):
+        raise BackendError(f"option letters {letters} map to repeated token ids {ids} for model {model_name!r}")
+    return ids
+
+
+def cut_at_stop(text: str, stop: list[str]) -> str:
+    """``text`` up to the first occurrence of any stop string (engines may let one through at a
+    detokeniser boundary, and the transformers backend stops on tokens, not text)."""
+    cut = len(text)
+    for s in stop:
+        j = text.find(s)
+        if 0 <= j < cut:
+            cut = j
+    return text[:cut]

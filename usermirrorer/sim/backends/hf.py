@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from usermirrorer.errors import BackendError, ConfigError
-from usermirrorer.sim.backends.base import Prompt, renormalise_logprobs
+from usermirrorer.sim.backends.base import Prompt, cut_at_stop, renormalise_logprobs, single_token_letter_ids
 
 __all__ = ["TransformersBackend", "cpu_supports_bf16", "BackendStats"]
 
@@ -269,21 +269,7 @@ class TransformersBackend:
         key = (prompt_text_tail, letters)
         if key in self._letter_ids:
             return self._letter_ids[key]
-        enc = lambda s: self.tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-        base = enc(prompt_text_tail)
-        ids = []
-        for letter in letters:
-            full = enc(prompt_text_tail + letter)
-            if len(full) != len(base) + 1 or full[: len(base)] != base:
-                raise BackendError(
-                    f"the tokenizer of model {self.model_name!r} does not encode option letter {letter!r} as one token "
-                    f"after {prompt_text_tail[-20:]!r} (got {len(full) - len(base)} extra token(s): "
-                    f"{self.tokenizer.convert_ids_to_tokens(full[len(base) - 1:])}); letters must be single tokens "
-                    "for next-token scoring - change the prompts' direct_prefix/behavior_marker (e.g. end them with '[')"
-                )
-            ids.append(full[-1])
-        if len(set(ids)) != len(ids):
-            raise BackendError(f"option letters {letters} map to repeated token ids {ids} for model {self.model_name!r}")
+        ids = single_token_letter_ids(self.tokenizer, prompt_text_tail, letters, self.model_name)
         self._letter_ids[key] = ids
         return ids
 
@@ -516,7 +502,7 @@ class TransformersBackend:
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         result = []
         for i in range(len(prompts)):
-            result.append([_cut_at_stop(t, stop) for t in texts[i * n : (i + 1) * n]])
+            result.append([cut_at_stop(t, stop) for t in texts[i * n : (i + 1) * n]])
         return result
 
 
@@ -542,14 +528,6 @@ def _make_text_stop(tokenizer, stop: list[str], prompt_width: int):
 
     return _TextStop()
 
-
-def _cut_at_stop(text: str, stop: list[str]) -> str:
-    cut = len(text)
-    for s in stop:
-        j = text.find(s)
-        if 0 <= j < cut:
-            cut = j
-    return text[:cut]
 
 
 def _common_prefix(arrays: list[np.ndarray]) -> int:

@@ -45,7 +45,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from usermirrorer.errors import BackendError, ConfigError, DataError, MissingDependency, data_problem
-from usermirrorer.sim.backends.base import Prompt, renormalise_logprobs
+from usermirrorer.sim.backends.base import Prompt, cut_at_stop, renormalise_logprobs
 from usermirrorer.sim.backends.vllm_backend import ChatPromptEncoder, floor_missing_logprobs, prompt_seeds
 
 __all__ = [
@@ -492,16 +492,8 @@ def _texts_of(choices: Sequence[Any], n: int, stop: list[str], where: Any) -> li
     if len(choices) != n:
         raise BackendError(f"{where}: asked for {n} completions, the server returned {len(choices)}")
     texts = [c.text for c in sorted(choices, key=lambda c: c.index)]
-    return [_cut_at_stop(t, stop) for t in texts]
+    return [cut_at_stop(t, stop) for t in texts]
 
-
-def _cut_at_stop(text: str, stop: list[str]) -> str:
-    cut = len(text)
-    for s in stop:
-        j = text.find(s)
-        if 0 <= j < cut:
-            cut = j
-    return text[:cut]
 
 
 def _parse_custom_id(value: Any) -> tuple[int, str, list[int], str] | None:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from usermirrorer.errors import BackendError, ConfigError, MissingDependency
-from usermirrorer.sim.backends.base import Prompt, renormalise_logprobs
+from usermirrorer.sim.backends.base import Prompt, cut_at_stop, renormalise_logprobs, single_token_letter_ids
 from usermirrorer.sim.backends.hf import BackendStats
 
 __all__ = ["VLLMBackend", "ChatPromptEncoder", "prompt_seeds", "floor_missing_logprobs"]
@@ -108,20 +108,7 @@ class ChatPromptEncoder:
         key = (tail, letters)
         if key in self._letter_ids:
             return self._letter_ids[key]
-        enc = lambda s: list(self.tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
-        base = enc(tail)
-        ids = []
-        for letter in letters:
-            full = enc(tail + letter)
-            if len(full) != len(base) + 1 or full[: len(base)] != base:
-                raise BackendError(
-                    f"the tokenizer of model {self.model_name!r} does not encode option letter {letter!r} as one token "
-                    f"after {tail[-20:]!r} (got {len(full) - len(base)} extra token(s)); letters must be single tokens "
-                    "for next-token scoring - change the prompts' direct_prefix/behavior_marker (e.g. end them with '[')"
-                )
-            ids.append(full[-1])
-        if len(set(ids)) != len(ids):
-            raise BackendError(f"option letters {letters} map to repeated token ids {ids} for model {self.model_name!r}")
+        ids = single_token_letter_ids(self.tokenizer, tail, letters, self.model_name)
         self._letter_ids[key] = ids
         return ids
 
@@ -342,7 +329,7 @@ class VLLMBackend:
         for out in outputs:
             # vLLM may finish the n samples in any order; their index restores it.
             texts = sorted(out.outputs, key=lambda c: c.index)
-            result.append([_cut_at_stop(c.text, stop) for c in texts])
+            result.append([cut_at_stop(c.text, stop) for c in texts])
         return result
 
     def clear_cache(self) -> None:
@@ -377,14 +364,3 @@ def _vllm_on_cpu() -> bool:
         return bool(current_platform.is_cpu())
     except Exception:  # noqa: BLE001 - an unknown platform layout just means "not known to be CPU"
         return False
-
-
-def _cut_at_stop(text: str, stop: list[str]) -> str:
-    # The engine already stops at the first stop string; this also trims one that a
-    # detokeniser boundary let through.
-    cut = len(text)
-    for s in stop:
-        j = text.find(s)
-        if 0 <= j < cut:
-            cut = j
-    return text[:cut]
