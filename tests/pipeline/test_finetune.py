@@ -141,7 +141,9 @@ def test_sft_then_dpo_on_cpu_and_load_in_simulator(tmp_path, tiny_model_dir):
     pref = _write(tmp_path / "toy_pref.jsonl", _decision_pref(6, np.random.default_rng(1)))
     sft = finetune("sft", str(tiny_model_dir), pref, tmp_path / "sft", max_steps_per_epoch=3, batch_size=2)
     dpo = finetune("dpo", str(sft.model_dir), pref, tmp_path / "dpo", max_steps_per_epoch=2, batch_size=2, epochs=1)
-    assert "Step 3 | loss:" in (tmp_path / "sft" / "logs").joinpath(next((tmp_path / "sft" / "logs").iterdir()).name).read_text()
+    for stage, steps in (("sft", 3), ("dpo", 2)):
+        log = next((tmp_path / stage / "logs").iterdir()).read_text()
+        assert f"Step {steps} | loss:" in log, f"{stage} should take {steps} optimizer steps"
     for result in (sft, dpo):
         files = {p.name for p in result.model_dir.iterdir()}
         assert "config.json" in files and "tokenizer.json" in files and not any(f.startswith("adapter") for f in files)

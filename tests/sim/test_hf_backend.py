@@ -151,6 +151,43 @@ def test_decision_mode_returns_rationales(tiny_backend, scenes):
     assert [r.rationales for r in again] == [r.rationales for r in results]
 
 
+def _thoughts(backend, prompts, share: bool, n: int = 3) -> list[list[str]]:
+    old = backend.share_prefix
+    backend.share_prefix = share
+    try:
+        return backend.generate(prompts, n=n, temperature=1.0, top_p=0.9, max_tokens=10, stop=[], seed=11)
+    finally:
+        backend.share_prefix = old
+
+
+def test_generation_reads_each_prompt_once_for_n_samples(tiny_backend, scenes):
+    # prompts of different lengths: the once-read prefill is left-padded like generate()'s own
+    prompts = [build_prompt(s, "decision") for s in scenes[:3]]
+    assert len({len(r) for r in tiny_backend.encode(prompts)}) > 1
+    tiny_backend.clear_cache()
+    shared = _thoughts(tiny_backend, prompts, share=True)
+    plain = _thoughts(tiny_backend, prompts, share=False)
+    assert shared == plain
+    assert [len(t) for t in shared] == [3, 3, 3] and len(set(shared[0])) > 1
+
+
+def test_decision_scoring_continues_from_the_generation_prefill(tiny_backend, scenes):
+    opts = SimOptions(mode="decision", n_thoughts=2, max_thought_tokens=6, batch_size=4, seed=3)
+    sim = UserSimulator(backend=tiny_backend, options=opts)
+    tiny_backend.clear_cache()
+    before = tiny_backend.stats.computed_tokens
+    res = sim.choice_probs(scenes[:2])
+    computed = tiny_backend.stats.computed_tokens - before
+    prompt_tokens = sum(tiny_backend.prompt_lengths([build_prompt(s, "decision") for s in scenes[:2]]))
+    # scoring computed only thoughts and behaviour suffixes: far less than one more prompt read
+    assert computed < prompt_tokens / 2
+    scored = [build_prompt(s, "decision", thought=t) for s, r in zip(scenes[:2], res) for t in r.rationales]
+    plain = _probs(tiny_backend, scored, share=False)
+    rows = [row for r in res for row in r.thought_probs]
+    for got, want in zip(rows, plain, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 class _ScriptedBackend:
     """Writes a fixed thought (with a Behavior line, as a model would) and scores by thought."""
 

@@ -96,16 +96,17 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    # 2 CPU cores, < 30 min. On CPU the cost is prompt tokens: every thought re-reads its ~700-token
-    # prompt, and full fine-tuning costs ~25 s per step of 4 x 750 tokens (fp32; bf16 backward
-    # is slower on CPU). So: 48 train scenes x 3 thoughts of <= 64 tokens from SmolLM2-135M
-    # (strong) and the tiny random model (weak: a stand-in, SmolLM2 is the only real model on
-    # the machine), SmolLM2 as predictor and base, 12 preference pairs (SFT 1 epoch, DPO 2
-    # epochs, batch 4), 32 eval scenes per negative variant, prompts <= 768 tokens.
+    # 2 CPU cores, < 30 min. On CPU the cost is tokens: a ~650-token prompt read once per scene
+    # (~1.8 s), ~0.3 s per decoding step of a batch, full fine-tuning ~25 s per step of
+    # 4 x 750 tokens, LoRA DPO ~17 s per pair (fp32; bf16 is slower on this CPU). So: 48 train
+    # scenes x 3 thoughts of <= 48 tokens from SmolLM2-135M (strong) and the tiny random model
+    # (weak: a stand-in, SmolLM2 is the only real model on the machine), SmolLM2 as predictor
+    # and base, 12 preference pairs (SFT 1 epoch, DPO 1 epoch instead of the paper's 2; the
+    # shipped configs' batch of 4), 32 eval scenes per negative variant, prompts <= 768 tokens.
     "cpu-smoke": Profile(
         name="cpu-smoke", train_samples=48, eval_samples=32, train_exposure=(3, 5), eval_exposure=(5, 5),
-        max_prompt_tokens=768, n_thoughts=3, max_thought_tokens=64, chunk_size=4, filtered_num=12,
-        finetune_batch_size=4, eval_modes=("decision", "direct"), eval_thoughts=1, eval_repeat=10,
+        max_prompt_tokens=768, n_thoughts=3, max_thought_tokens=48, chunk_size=4, filtered_num=12,
+        dpo_epochs=1, eval_modes=("decision", "direct"), eval_thoughts=1, eval_repeat=10,
     ),
     # The paper's recipe on GPUs (vLLM backend): 10 thoughts of <= 512 tokens, 10,000 pairs,
     # Qwen2.5-32B as strong writer and predictor, Llama-3.2-3B as weak writer and as the model

@@ -13,7 +13,10 @@ user's profile and history. So the KV cache of token prefixes is reused:
 2. a bounded LRU keeps KV caches keyed by their token ids; a request reuses the *longest
    common token prefix* with any entry (the entry is cropped) and computes the rest. Rows of
    a batch are remembered too, so the next step of each env session recomputes only its new
-   tokens.
+   tokens;
+3. generation reads a prompt once for its ``n`` samples (the prompt's KV is copied ``n``
+   times) and leaves that KV in the LRU, so scoring the thoughts right after (decision mode)
+   computes only each thought and the behaviour suffix.
 
 This only changes the order of work: :meth:`TransformersBackend.letter_logprobs` with
 ``share_prefix=True`` equals plain batched scoring to float rounding (tests check 1e-3 on
@@ -482,28 +485,50 @@ class TransformersBackend:
             input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
             mask[i, width - len(r):] = 1
         sample = temperature > 0
-        kwargs: dict[str, Any] = dict(
-            max_new_tokens=max_tokens,
-            num_return_sequences=n,
-            do_sample=sample,
-            pad_token_id=self.pad_id,
-        )
+        kwargs: dict[str, Any] = dict(max_new_tokens=max_tokens, do_sample=sample, pad_token_id=self.pad_id)
         if sample:
             kwargs.update(temperature=float(temperature), top_p=float(top_p), top_k=0)
         if stop:
             from transformers import StoppingCriteriaList
 
             kwargs["stopping_criteria"] = StoppingCriteriaList([_make_text_stop(self.tokenizer, list(stop), width)])
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        if self._can_share and self.share_prefix:
+            # generate(num_return_sequences=n) would read each prompt n times; on CPU that
+            # prefill is most of the cost. Read it once, then copy the KV cache n times.
+            kwargs[self._cache_kw] = self._prefill(input_ids, mask, n, ids)
+            input_ids, mask = input_ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
+        else:
+            kwargs["num_return_sequences"] = n
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(int(seed))
-            out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+            out = self.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
         new = out[:, width:].cpu()
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         result = []
         for i in range(len(prompts)):
             result.append([cut_at_stop(t, stop) for t in texts[i * n : (i + 1) * n]])
         return result
+
+    def _prefill(self, input_ids, mask, n: int, ids: list[list[int]]):
+        """KV cache of every left-padded prompt but its last token, repeated ``n`` times per row.
+
+        Each prompt's own KV also goes to the prefix LRU: in decision mode the thoughts are
+        scored right after, on prompts that start with this one, which then only compute the
+        thought and the behaviour suffix.
+        """
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        _, cache = self._forward(input_ids[:, :-1], mask[:, :-1], positions[:, :-1], 1)
+        if self._lru.max_entries > 0:
+            width = input_ids.shape[1] - 1
+            for i, row in enumerate(ids):
+                pad = width - (len(row) - 1)
+                self._lru.put(np.asarray(row[:-1], dtype=np.int64),
+                              [(k[i : i + 1, :, pad:].clone(), v[i : i + 1, :, pad:].clone()) for k, v in self._layers_of(cache)])
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+        return cache
 
 
 def _make_text_stop(tokenizer, stop: list[str], prompt_width: int):
