@@ -12,14 +12,17 @@ worker (DESIGN.md §9).
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from usermirrorer.errors import BackendError
 from usermirrorer.sim.prompts import Prompt
 
-__all__ = ["Backend", "Prompt", "renormalise_logprobs", "single_token_letter_ids", "cut_at_stop"]
+__all__ = ["Backend", "ChatPromptEncoder", "Prompt", "renormalise_logprobs", "single_token_letter_ids", "cut_at_stop"]
+
+# Characters of rendered text looked back at when checking that a letter is one token.
+_TAIL_CHARS = 24
 
 
 @runtime_checkable
@@ -113,3 +116,69 @@ def cut_at_stop(text: str, stop: list[str]) -> str:
         if 0 <= j < cut:
             cut = j
     return text[:cut]
+
+
+class ChatPromptEncoder:
+    """Renders :class:`Prompt` objects to the text and token ids every backend feeds its model.
+
+    All backends (transformers, vLLM, OpenAI-compatible, and the batch files written for a
+    hosted API) hold one, so a model sees byte-identical text whichever engine runs it.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer with a chat template.
+        model_name: shown in error messages.
+    """
+
+    def __init__(self, tokenizer: Any, model_name: str):
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise BackendError(
+                f"model {model_name!r} has no chat template in its tokenizer; the simulator sends chat messages. "
+                "Use an instruct/chat checkpoint or add a chat_template to its tokenizer_config.json"
+            )
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self._letter_ids: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+
+    @classmethod
+    def from_pretrained(cls, path: str, model_name: str | None = None) -> ChatPromptEncoder:
+        """Load the tokenizer of a local folder or hub id."""
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"could not load the tokenizer of {path!r}: {exc}") from None
+        return cls(tokenizer, model_name or path)
+
+    def __repr__(self) -> str:
+        return f"ChatPromptEncoder(model={self.model_name!r}, vocab={len(self.tokenizer)})"
+
+    def render(self, prompt: Prompt) -> str:
+        """The exact text the model continues: chat template with generation prompt + prefix."""
+        text = self.tokenizer.apply_chat_template(list(prompt.messages), tokenize=False, add_generation_prompt=True)
+        return text + prompt.assistant_prefix
+
+    def encode(self, prompts: list[Prompt]) -> list[list[int]]:
+        """Token ids of each rendered prompt (special tokens come from the chat template only)."""
+        if not prompts:
+            return []
+        return [list(r) for r in self.tokenizer([self.render(p) for p in prompts], add_special_tokens=False)["input_ids"]]
+
+    def letter_token_ids(self, tail: str, letters: tuple[str, ...]) -> list[int]:
+        """Token id of each letter right after ``tail``, verified on the tokenizer.
+
+        Raises:
+            BackendError: a letter is not exactly one extra token after ``tail``, or two
+                letters share a token.
+        """
+        key = (tail, letters)
+        if key in self._letter_ids:
+            return self._letter_ids[key]
+        ids = single_token_letter_ids(self.tokenizer, tail, letters, self.model_name)
+        self._letter_ids[key] = ids
+        return ids
+
+    def letter_ids_for(self, prompt: Prompt, letters: list[str] | tuple[str, ...]) -> list[int]:
+        """Letter token ids for one prompt (looks at the end of its rendered text)."""
+        source = self.render(prompt) if len(prompt.assistant_prefix) < _TAIL_CHARS else prompt.assistant_prefix
+        return self.letter_token_ids(source[-_TAIL_CHARS:], tuple(letters))

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from usermirrorer.errors import BackendError, ConfigError
-from usermirrorer.sim.backends.base import Prompt, cut_at_stop, renormalise_logprobs, single_token_letter_ids
+from usermirrorer.sim.backends.base import ChatPromptEncoder, Prompt, cut_at_stop, renormalise_logprobs
 
 __all__ = ["TransformersBackend", "cpu_supports_bf16", "BackendStats"]
 
@@ -184,11 +184,7 @@ class TransformersBackend:
         except OSError as exc:
             raise BackendError(f"could not load model {model!r} from {path!r}: {exc}") from None
         self.model.to(self.device).eval()
-        if self.tokenizer.chat_template is None:
-            raise BackendError(
-                f"model {model!r} has no chat template in its tokenizer; the simulator sends chat messages. "
-                "Use an instruct/chat checkpoint or add a chat_template to its tokenizer_config.json"
-            )
+        self.encoder = ChatPromptEncoder(self.tokenizer, model)
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
@@ -197,7 +193,6 @@ class TransformersBackend:
         self.share_prefix = share_prefix
         self._lru = _PrefixLRU(prefix_cache_size, int(prefix_cache_mb) * 2**20)
         self.remember_rows = remember_rows
-        self._letter_ids: dict[tuple[str, tuple[str, ...]], list[int]] = {}
         params = inspect.signature(self.model.forward).parameters
         # transformers 5.2x renamed past_key_values -> cache (older 5.x only knows the old name)
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -235,16 +230,12 @@ class TransformersBackend:
 
     # ------------------------------------------------------------------ text -> tokens
     def render(self, prompt: Prompt) -> str:
-        """The exact text fed to the model: chat template with generation prompt + prefix."""
-        text = self.tokenizer.apply_chat_template(list(prompt.messages), tokenize=False, add_generation_prompt=True)
-        return text + prompt.assistant_prefix
+        """The exact text fed to the model (see :class:`ChatPromptEncoder`)."""
+        return self.encoder.render(prompt)
 
     def encode(self, prompts: list[Prompt]) -> list[list[int]]:
-        """Token ids of each rendered prompt (special tokens come from the chat template)."""
-        if not prompts:
-            return []
-        texts = [self.render(p) for p in prompts]
-        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        """Token ids of each rendered prompt."""
+        return self.encoder.encode(prompts)
 
     def prompt_lengths(self, prompts: list[Prompt]) -> list[int]:
         """Token length of each rendered prompt."""
@@ -263,18 +254,10 @@ class TransformersBackend:
     def letter_token_ids(self, prompt_text_tail: str, letters: tuple[str, ...]) -> list[int]:
         """Token id of each letter right after ``prompt_text_tail``, verified on the tokenizer.
 
-        Each ``tail + letter`` must tokenize as ``tail``'s tokens plus exactly one token, and
-        the letters' tokens must differ; otherwise scoring one next token would be wrong.
-
         Raises:
             BackendError: the tokenizer merges or splits a letter.
         """
-        key = (prompt_text_tail, letters)
-        if key in self._letter_ids:
-            return self._letter_ids[key]
-        ids = single_token_letter_ids(self.tokenizer, prompt_text_tail, letters, self.model_name)
-        self._letter_ids[key] = ids
-        return ids
+        return self.encoder.letter_token_ids(prompt_text_tail, letters)
 
     # ------------------------------------------------------------------ scoring
     def letter_logprobs(self, prompts: list[Prompt], letters: list[list[str]]) -> list[np.ndarray]:
@@ -285,10 +268,7 @@ class TransformersBackend:
             return []
         ids = self.encode(prompts)
         self._check_lengths(prompts, ids)
-        letter_ids = []
-        for prompt, lets in zip(prompts, letters):
-            tail = (self.render(prompt) if len(prompt.assistant_prefix) < 24 else prompt.assistant_prefix)[-24:]
-            letter_ids.append(self.letter_token_ids(tail, tuple(lets)))
+        letter_ids = [self.encoder.letter_ids_for(prompt, lets) for prompt, lets in zip(prompts, letters)]
         last = self.last_logits(ids)
         out = []
         for row, lid in zip(last, letter_ids):

@@ -45,8 +45,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from usermirrorer.errors import BackendError, ConfigError, DataError, MissingDependency, data_problem
-from usermirrorer.sim.backends.base import Prompt, cut_at_stop, renormalise_logprobs
-from usermirrorer.sim.backends.vllm_backend import ChatPromptEncoder, floor_missing_logprobs, prompt_seeds
+from usermirrorer.sim.backends.base import ChatPromptEncoder, Prompt, cut_at_stop, renormalise_logprobs
+from usermirrorer.sim.backends.vllm_backend import floor_missing_logprobs, prompt_seeds
 
 __all__ = [
     "OpenAIBackend",
