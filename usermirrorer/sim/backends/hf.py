@@ -422,13 +422,19 @@ class TransformersBackend:
 
     def _remember_rows(self, arrays: list[np.ndarray], cache) -> None:
         # Keep each row's own KV so a follow-up request of the same session (same profile and
-        # history, one more item) continues from it. Rows are cloned out of the padded batch.
-        if cache is None or self._lru.max_entries <= 0 or not self.remember_rows:
+        # history, one more item) continues from it.
+        if cache is None or not self.remember_rows:
+            return
+        self._cache_rows(arrays, cache, [0] * len(arrays))
+
+    def _cache_rows(self, arrays: list[np.ndarray], cache, starts: list[int]) -> None:
+        """Put row ``i``'s KV (batch columns ``starts[i]`` onwards, cloned) in the LRU under ``arrays[i]``."""
+        if self._lru.max_entries <= 0:
             return
         layers = self._layers_of(cache)
-        for i, a in enumerate(arrays):
-            n = len(a)
-            self._lru.put(a, [(k[i : i + 1, :, :n].clone(), v[i : i + 1, :, :n].clone()) for k, v in layers])
+        for i, (a, s) in enumerate(zip(arrays, starts)):
+            end = s + len(a)
+            self._lru.put(a, [(k[i : i + 1, :, s:end].clone(), v[i : i + 1, :, s:end].clone()) for k, v in layers])
 
     def clear_cache(self) -> None:
         """Forget every cached prefix."""
@@ -500,12 +506,8 @@ class TransformersBackend:
         """
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         _, cache = self._forward(input_ids[:, :-1], mask[:, :-1], positions[:, :-1], 1)
-        if self._lru.max_entries > 0:
-            width = input_ids.shape[1] - 1
-            for i, row in enumerate(ids):
-                pad = width - (len(row) - 1)
-                self._lru.put(np.asarray(row[:-1], dtype=np.int64),
-                              [(k[i : i + 1, :, pad:].clone(), v[i : i + 1, :, pad:].clone()) for k, v in self._layers_of(cache)])
+        width = input_ids.shape[1]
+        self._cache_rows([np.asarray(r[:-1], dtype=np.int64) for r in ids], cache, [width - len(r) for r in ids])
         if n > 1:
             cache.batch_repeat_interleave(n)
         return cache
