@@ -20,8 +20,12 @@ from usermirrorer.sim.prompts import build_prompt
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, needs_vllm]
 
-# Largest |p_server - p_offline| allowed: measured 0.0143 (bf16, different batching), 2x margin.
-SERVER_TOL = 0.03
+# Largest |p_server - p_offline| allowed. Both are vLLM bf16; the server batches requests
+# differently, and bf16 rounding then moves the letter probabilities: measured 0.0035, 0.014 and
+# 0.022 on three CI runs (batch-file route 0.013-0.021). The bound is the one used for vLLM vs
+# transformers in bf16 (AGREEMENT_TOL, measured 0.032); a wrong letter-token mapping moves
+# probabilities by ~0.5, so the check still catches what it is for.
+SERVER_TOL = 0.06
 
 
 @pytest.fixture(scope="module")
