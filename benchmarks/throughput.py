@@ -316,9 +316,9 @@ def markdown(r: dict) -> str:
         f"batches of {r['batch_size']} through `UserSimulator.choice_probs`, {r['threads']} torch threads, "
         f"best of {r['repeats']} cold runs per method (caches cleared before each).",
         "",
-        f"Machine: {r['machine']['cpus']} CPUs shared with other jobs — 1-minute load average "
-        f"{r['machine']['load_avg_1m_start']:.1f} at start, {r['machine']['load_avg_1m_end']:.1f} at end; "
-        "absolute numbers are noisy, the ratios are measured in the same run.",
+        f"Machine: {r['machine']['cpus']} CPUs, 1-minute load average {r['machine']['load_avg_1m_start']:.1f} "
+        f"at start, {r['machine']['load_avg_1m_end']:.1f} at end (the benchmark's own threads count); "
+        "absolute numbers move with other work on the machine, the ratios are measured in the same run.",
         "",
         "| method | scenes/s | seconds | prompt tokens/scene | computed tokens/scene |",
         "|---|---:|---:|---:|---:|",
@@ -329,7 +329,12 @@ def markdown(r: dict) -> str:
         lines.append(f"| {names.get(k, k)} | {m['scenes_per_s']:.2f} | {m['seconds']:.1f} | "
                      f"{m['prompt_tokens_per_scene']:.0f} | {m['computed_tokens_per_scene']:.0f} |")
     lines += ["", f"Unique-token lower bound (distinct token-prefix positions / scenes): "
-              f"**{r['unique_token_lower_bound_per_scene']:.0f} tokens/scene**.", ""]
+              f"**{r['unique_token_lower_bound_per_scene']:.0f} tokens/scene**."]
+    a = r["methods"].get("a_plain")
+    if a:
+        lines.append(f"No prefix reuse can compute fewer, so it saves at most "
+                     f"{a['computed_tokens_per_scene'] / r['unique_token_lower_bound_per_scene']:.2f}x of (a)'s tokens.")
+    lines.append("")
     if r["ratios"]:
         lines.append("Ratios: " + ", ".join(f"{k.replace('_over_', '/')} = {v:.2f}" for k, v in r["ratios"].items()) + ".")
         lines.append("")
