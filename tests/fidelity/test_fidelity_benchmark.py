@@ -129,13 +129,20 @@ def test_a_pipeline_model_skips_the_eval_users_it_was_trained_on(first_run, proj
     pipeline = ExtraModel(model=str(tiny_model_dir), label="pipeline FT", role="fine-tuned",
                           trained_on=(str(train_file),))
     out = run_fidelity(_config(project, tiny_model_dir, results_dir=str(project / "results3"), finetuned=(pipeline,),
-                               baselines=("most-popular",), base_modes=("direct",), direct_ft=False))
+                               finetuned_decision=True, baselines=("most-popular",), direct_ft=False))
     row = next(r for r in out["rows"] if r["label"] == "pipeline FT, direct" and r["variant"] == "standard")
     left = [s for s in scenes if s["user_id"] not in trained]
     assert row["score"]["n"] == len(left) < N_SCENES
     assert "3 eval users it was trained on left out" in row["note"]
     pairs = [c for c in out["comparisons"] if c["a"] == "pipeline FT, direct"]
     assert pairs and all(c["n"] == len(left) for c in pairs)
+    # each mode of the fine-tune is judged against the base in the same mode
+    against = {(c["a"], c["b"]) for c in out["comparisons"]}
+    base = {r["mode"]: r["label"] for r in out["rows"] if r["role"] == "base LLM"}
+    assert ("pipeline FT, direct", base["direct"]) in against
+    assert ("pipeline FT, decision", base["decision"]) in against
+    assert ("pipeline FT, decision", base["direct"]) not in against
+    assert "pipeline FT, decision" in out["conclusion"]
 
 
 def test_plan_rows_and_extra_model_parsing():

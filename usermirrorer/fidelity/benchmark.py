@@ -244,16 +244,16 @@ def _progress(enabled: bool):
                     TimeRemainingColumn(), disable=not enabled)
 
 
-def _comparisons(runs: Mapping[tuple[str, str], ModelRun], rows: Sequence[ModelSpec], base_label: str | None,
+def _comparisons(runs: Mapping[tuple[str, str], ModelRun], rows: Sequence[ModelSpec],
                  variants: Sequence[str]) -> list[dict[str, Any]]:
-    """Each fine-tuned direct row against the base (same mode) and the popularity choosers; the
-    base against the popularity choosers."""
+    """Each fine-tuned row against the base LLM in the same mode and the popularity choosers;
+    each base row against the popularity choosers."""
     out = []
-    challengers = [r for r in rows if r.role == "fine-tuned" and r.mode == "direct"]
-    opponents = [lb for lb in (base_label, LABEL_MOST_POPULAR, LABEL_POPULARITY) if lb]
-    pairs = [(c.label, o) for c in challengers for o in opponents]
-    if base_label:
-        pairs += [(base_label, o) for o in (LABEL_MOST_POPULAR, LABEL_POPULARITY)]
+    base_by_mode = {r.mode: r.label for r in rows if r.role == "base LLM"}
+    popularity = (LABEL_MOST_POPULAR, LABEL_POPULARITY)
+    pairs = [(r.label, o) for r in rows if r.role == "fine-tuned"
+             for o in (base_by_mode.get(r.mode), *popularity) if o]
+    pairs += [(base, o) for base in base_by_mode.values() for o in popularity]
     for a, b in pairs:
         for variant in variants:
             ra, rb = runs.get((a, variant)), runs.get((b, variant))
@@ -329,7 +329,6 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
     for ft, label in _external_rows(config, rows):
         if ft.trained_on:
             excluded[label] = users_in_files(ft.trained_on) & set(split.eval_users)
-    base_label = next((r.label for r in rows if r.role == "base LLM" and r.mode == "direct"), None)
 
     fingerprint = scenes_fingerprint(scenes)
     cache_dir = paths.cache / fingerprint
@@ -406,7 +405,8 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
         skipped[f"{_short(config.base_model)} pipeline fine-tune (SFT+DPO on decision thoughts)"] = (
             "not run: no checkpoint given with --finetuned (the pipeline, `usermirrorer reproduce`, writes "
             "<W>/checkpoints/<profile>/dpo/model; pass it with --trained-on <W>/datasets/<D>_train.jsonl)")
-    comparisons = _comparisons(runs, rows, base_label, VARIANTS)
+    comparisons = _comparisons(runs, rows, VARIANTS)
+    tuned = {r.label for r in rows if r.role == "fine-tuned"}
     result: dict[str, Any] = {
         "finished_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "setup": {
@@ -424,7 +424,7 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
         "rows": result_rows,
         "skipped": skipped,
         "comparisons": comparisons,
-        "conclusion": _conclusion([c for c in comparisons if "FT" in c["a"] or "fine-tune" in c["a"]]),
+        "conclusion": _conclusion([c for c in comparisons if c["a"] in tuned]),
         "direct_finetune": manifest and {k: v for k, v in manifest.items() if k != "trained_user_ids"},
         "example_thoughts": examples,
         "resumed_rows": resumed_rows,

@@ -73,9 +73,14 @@ def markdown_report(result: Mapping[str, Any]) -> str:
     lines: list[str] = []
     lines.append(f"# Fidelity benchmark — {setup['dataset']}, held-out users, K={k}")
     lines.append("")
+    wall = f"this invocation {result['total_seconds'] / 60:.1f} min wall"
+    if result.get("resumed_rows"):
+        # a resumed run's wall time says little; the rows' model time is what was measured
+        wall += (f", {len(result['resumed_rows'])} row-variants read back from the resume cache; "
+                 f"model time of all rows {result['model_seconds_total'] / 60:.1f} min")
     lines.append(
         f"Measured {result['finished_utc']} on {setup['machine']} by `{setup['command']}` "
-        f"(total {result['total_seconds'] / 60:.1f} min wall; model time per row below)."
+        f"({wall}; model time per row below)."
     )
     lines.append("")
     split = setup["split"]
