@@ -102,6 +102,8 @@ def test_result_files_and_reference_figures(first_run, project):
 def test_second_run_resumes_from_the_cache_with_identical_numbers(first_run, project, tiny_model_dir):
     again = run_fidelity(_config(project, tiny_model_dir, results_dir=str(project / "results2")))
     assert again["resumed_rows"] and not any("built" in k for k in again["stage_seconds"])
+    header = (project / "results2" / "fidelity.md").read_text().splitlines()[2]
+    assert f"{len(again['resumed_rows'])} row-variants read back from the resume cache" in header
     before = {(r["label"], r["variant"]): r["score"] for r in first_run["rows"]}
     for row in again["rows"]:
         old = before[(row["label"], row["variant"])]
