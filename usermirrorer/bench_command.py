@@ -48,7 +48,7 @@ def _add_fidelity(sub: argparse._SubParsersAction) -> None:
         epilog=textwrap.dedent("""\
             examples:
               usermirrorer bench fidelity                              # every scene: ~24 min per direct LLM row,
-                                                                       # 13-18 min per 100 decision scenes (2 cores)
+                                                                       # 13-18 min per 100 decision scenes of each variant (2 cores)
               usermirrorer bench fidelity --llm-limit 300 --decision-limit 150  # the committed table's sizes
               usermirrorer bench fidelity --limit 50 --decision-limit 5  # a quick look
               usermirrorer bench fidelity --model ./my-sft-model --model smollm2-135m@decision=SmolLM2-decision
