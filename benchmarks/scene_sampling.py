@@ -155,7 +155,7 @@ def _ml100k(project: Path):
 
 
 def _timed_sampling(ds, config, sampler, progress_label: str) -> dict[str, Any]:
-    from usermirrorer.data_pipeline.scenes import sample_scenes
+    from usermirrorer.data_pipeline.sampling.sampler import sample_scenes
 
     render_time = [0.0]
     original = sampler._render
@@ -185,13 +185,13 @@ def _timed_sampling(ds, config, sampler, progress_label: str) -> dict[str, Any]:
 
 def bench_ml100k(project: Path, embedder: str, seed: int, repeats: int = 3) -> dict[str, Any]:
     from usermirrorer.data_pipeline.embeddings import collaborative_embedding, content_embedding
-    from usermirrorer.data_pipeline.scenes import (
+    from usermirrorer.data_pipeline.sampling.sampler import (
         SceneConfig,
         SceneSampler,
         eligible_rows,
         sample_scenes,
     )
-    from usermirrorer.data_pipeline.strategies import get_strategy
+    from usermirrorer.data_pipeline.sampling.strategies import get_strategy
 
     ds = _ml100k(project)
     out: dict[str, Any] = {"dataset": repr(ds), "embedder": embedder, "runs": [], "repeats": repeats}
@@ -255,8 +255,8 @@ def bench_ml100k(project: Path, embedder: str, seed: int, repeats: int = 3) -> d
 
 def bench_large(n_users: int, n_items: int, n_interactions: int, n_scenes: int, seed: int,
                 chunk_mb: int) -> dict[str, Any]:
-    from usermirrorer.data_pipeline.scenes import SceneConfig, SceneSampler
-    from usermirrorer.data_pipeline.synthetic import generate_synthetic
+    from usermirrorer.data_pipeline.sampling.sampler import SceneConfig, SceneSampler
+    from usermirrorer.preprocessing.synthetic import generate_synthetic
 
     out: dict[str, Any] = {"users": n_users, "items": n_items, "interactions": n_interactions,
                            "chunk_mb": chunk_mb, "runs": []}

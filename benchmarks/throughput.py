@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     from usermirrorer.sim import SimOptions, UserSimulator
-    from usermirrorer.sim.backends.hf import TransformersBackend
+    from usermirrorer.sim.backends.transformers_backend import TransformersBackend
     from usermirrorer.sim.models import resolve_model
 
     console = Console()

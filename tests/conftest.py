@@ -1,8 +1,14 @@
-"""Shared fixtures: the tiny random chat model and a thread budget that fits 2 cores."""
+"""Shared fixtures: the tiny random chat model and a thread budget that fits 2 cores.
+
+Test folders mirror the package (``tests/data_pipeline/sampling`` holds the tests of
+``usermirrorer/data_pipeline/sampling``); helpers and fixtures used by several folders live in
+``tests/support`` and are loaded here as plugins.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +17,18 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# The helpers are plain modules (``from scene_fixtures import make_dataset``).
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
+
+pytest_plugins = [
+    "raw_fixtures",
+    "domain_fixtures",
+    "sampling_fixtures",
+    "training_fixtures",
+    "env_fixtures",
+    "sim_fixtures",
+]
 
 
 @pytest.fixture(scope="session")

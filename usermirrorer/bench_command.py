@@ -3,13 +3,21 @@
 ``usermirrorer bench fidelity`` runs the fidelity benchmark (:mod:`usermirrorer.fidelity`):
 every choice model on held-out ML-100K users, on standard and popularity-matched exposures.
 ``usermirrorer bench fidelity-finetune`` runs the direct-mode fine-tune recipe whose model the
-benchmark then includes. Nothing heavy is imported until a command runs.
+benchmark then includes. torch is imported only when a command runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import textwrap
+from dataclasses import replace
+
+from rich.console import Console
+
+from usermirrorer.data_pipeline.training.direct_finetune import DirectFinetuneConfig
+from usermirrorer.fidelity.benchmark import FidelityConfig, command_line, parse_extra_model, run_fidelity
+from usermirrorer.fidelity.workspace import finetune_direct_row
 
 __all__ = ["add_parser", "run_fidelity_command", "run_finetune_command"]
 
@@ -131,10 +139,6 @@ def _embedder(value: str | None) -> str | None:
 
 def run_fidelity_command(args: argparse.Namespace) -> int:
     """Entry point of ``usermirrorer bench fidelity``."""
-    from dataclasses import replace
-
-    from usermirrorer.fidelity.benchmark import FidelityConfig, command_line, parse_extra_model, run_fidelity
-
     _threads(args.threads)
     config = FidelityConfig(
         project_path=args.project_path, results_dir=args.results_dir, dataset=args.dataset, n_scenes=args.scenes,
@@ -156,10 +160,6 @@ def run_fidelity_command(args: argparse.Namespace) -> int:
 
 def run_finetune_command(args: argparse.Namespace) -> int:
     """Entry point of ``usermirrorer bench fidelity-finetune``."""
-    from rich.console import Console
-
-    from usermirrorer.fidelity.direct_finetune import DirectFinetuneConfig, run_direct_finetune
-
     _threads(args.threads)
     config = DirectFinetuneConfig(
         project_path=args.project_path, dataset=args.dataset, seed=args.seed,
@@ -169,7 +169,7 @@ def run_finetune_command(args: argparse.Namespace) -> int:
     )
     console = Console()
     with console.status("direct-mode fine-tune (train users only) ..."):
-        manifest = run_direct_finetune(config, progress=False)
+        manifest = finetune_direct_row(config, progress=False)
     for stage in manifest["stages"]:
         console.print(f"{stage['stage']}: {stage['steps']} steps x batch {stage['batch_size']} = {stage['examples']} "
                       f"examples in {stage['seconds'] / 60:.1f} min (log: {stage['log']})")
@@ -179,8 +179,6 @@ def run_finetune_command(args: argparse.Namespace) -> int:
 
 
 def _threads(n: int) -> None:
-    import os
-
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch

@@ -1,9 +1,10 @@
 """The ``usermirrorer`` command.
 
-Each subcommand lives next to the code it drives and exposes ``add_parser(subparsers)``,
-which adds its parser and sets ``func`` (called with the parsed namespace, returning an exit
-code). This file only lists them, so ``usermirrorer --help`` stays cheap: the modules named
-here must not import torch or other heavy libraries at import time.
+Each subcommand is one module ``usermirrorer/<verb>_command.py`` holding its argument parsing
+and one call into the library; it exposes ``add_parser(subparsers)``, which adds its parser and
+sets ``func`` (called with the parsed namespace, returning an exit code). This file only lists
+them. ``usermirrorer --help`` imports every command module, so none of them (nor the library
+modules they import) may import torch or another heavy library at import time.
 """
 
 from __future__ import annotations
@@ -14,18 +15,18 @@ import sys
 
 from usermirrorer.errors import UserMirrorerError
 
-# (subcommand, "module:function") in the order of the data flow (DESIGN.md §1).
+# (subcommand, command module) in the order of the data flow (DESIGN.md §1).
 COMMANDS: list[tuple[str, str]] = [
-    ("preprocess", "usermirrorer.preprocessing.command:add_parser"),
-    ("scenes", "usermirrorer.data_pipeline.scenes_command:add_parser"),
-    ("eval", "usermirrorer.sim.eval_command:add_parser"),
-    ("demo", "usermirrorer.envs.demo:add_parser"),
-    ("decisions", "usermirrorer.data_pipeline.decisions:add_parser"),
-    ("probs", "usermirrorer.data_pipeline.probs:add_parser"),
-    ("filter", "usermirrorer.data_pipeline.filtering:add_parser"),
-    ("finetune", "usermirrorer.data_pipeline.finetune:add_parser"),
-    ("reproduce", "usermirrorer.data_pipeline.reproduce:add_parser"),
-    ("bench", "usermirrorer.bench_command:add_parser"),
+    ("preprocess", "usermirrorer.preprocess_command"),
+    ("scenes", "usermirrorer.scenes_command"),
+    ("eval", "usermirrorer.eval_command"),
+    ("demo", "usermirrorer.demo_command"),
+    ("decisions", "usermirrorer.decisions_command"),
+    ("probs", "usermirrorer.probs_command"),
+    ("filter", "usermirrorer.filter_command"),
+    ("finetune", "usermirrorer.finetune_command"),
+    ("reproduce", "usermirrorer.reproduce_command"),
+    ("bench", "usermirrorer.bench_command"),
 ]
 
 
@@ -41,9 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, target in COMMANDS:
-        module_name, func_name = target.split(":")
-        getattr(importlib.import_module(module_name), func_name)(sub)
+    for _, module_name in COMMANDS:
+        importlib.import_module(module_name).add_parser(sub)
     return parser
 
 

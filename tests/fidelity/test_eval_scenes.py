@@ -24,7 +24,7 @@ from usermirrorer.fidelity.eval_scenes import (
 
 @pytest.fixture(scope="module")
 def synth():
-    from usermirrorer.data_pipeline.synthetic import generate_synthetic
+    from usermirrorer.preprocessing.synthetic import generate_synthetic
 
     return generate_synthetic(n_users=150, n_items=400, n_interactions=6000, seed=0, popularity_exponent=1.0)
 
@@ -132,9 +132,9 @@ def test_pick_eval_rows_is_seeded_and_asks_for_enough(synth):
 @pytest.mark.slow
 def test_ml100k_matched_negatives_match_through_the_fidelity_builder(tmp_path):
     """Real ML-100K (from recbole's package files): 200 scenes per variant."""
-    from usermirrorer.fidelity.workspace import ensure_raws
+    from usermirrorer.fidelity.workspace import load_benchmark_raws
 
-    ds = ensure_raws(tmp_path, "ml-100k")
+    ds = load_benchmark_raws(tmp_path, "ml-100k")
     spec = EvalSceneSpec(n_scenes=200, seed=0, embedder=None)
     split = split_users(ds, spec.eval_user_fraction, spec.seed)
     scenes = build_eval_scenes(ds, spec, split)

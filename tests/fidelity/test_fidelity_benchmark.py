@@ -16,14 +16,14 @@ import pytest
 
 from usermirrorer.errors import ConfigError, DataError
 from usermirrorer.fidelity.benchmark import FidelityConfig, parse_extra_model, plan_rows, run_fidelity
-from usermirrorer.fidelity.workspace import FidelityPaths, ensure_raws, ensure_split
+from usermirrorer.fidelity.workspace import FidelityPaths, ensure_split, load_benchmark_raws
 
 N_SCENES = 16
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    from usermirrorer.data_pipeline.synthetic import write_synthetic
+    from usermirrorer.preprocessing.synthetic import write_synthetic
 
     path = tmp_path_factory.mktemp("fidelity-project")
     write_synthetic(path, n_users=120, n_items=300, n_interactions=4000, seed=1)
@@ -50,7 +50,7 @@ def _write_manifest(project: Path, model: Path, users: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def first_run(project, tiny_model_dir):
-    ds = ensure_raws(project, "synthetic")
+    ds = load_benchmark_raws(project, "synthetic")
     split = ensure_split(ds, project, seed=0, eval_user_fraction=0.3)
     _write_manifest(project, tiny_model_dir, list(split.train_users[:20]))
     return run_fidelity(_config(project, tiny_model_dir))

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from usermirrorer.errors import ConfigError, MissingDependency
+from usermirrorer.data_pipeline.raw import describe_fields
+from usermirrorer.errors import ConfigError, DataError, MissingDependency
 
 if TYPE_CHECKING:
     from usermirrorer.data_pipeline.raw import RawDataset
@@ -41,6 +42,7 @@ __all__ = [
     "embedding_path",
     "collaborative_embedding",
     "content_embedding",
+    "spectral_item_embedding",
     "load_cached",
     "save_cached",
 ]
@@ -177,8 +179,6 @@ def make_embedder(spec: str | Embedder | None) -> Embedder | None:
 
 def item_texts(ds: RawDataset) -> list[str]:
     """The text embedded per item: its description as ``field: value`` pairs (or its id)."""
-    from usermirrorer.data_pipeline.strategies import describe_fields
-
     return [describe_fields(d) or str(iid) for d, iid in zip(ds.item_description, ds.item_ids.tolist())]
 
 
@@ -242,11 +242,9 @@ def collaborative_embedding(
     dim: int = 64,
     seed: int = 0,
 ) -> np.ndarray:
-    """The spectral item embedding of ``ds`` (see :func:`scorers.spectral_item_embedding`),
+    """The spectral item embedding of ``ds`` (see :func:`spectral_item_embedding`),
     loaded from / saved to ``embeddings/<D>.collaborative.safetensors`` when a project path is
     given."""
-    from usermirrorer.data_pipeline.scorers import spectral_item_embedding
-
     row_bytes = b"all" if rows is None else np.ascontiguousarray(rows, dtype=np.int64).tobytes()
     fingerprint = _digest(
         "collaborative-v1", _ids_digest(ds), str(ds.n_users), str(dim), str(seed),
@@ -309,3 +307,126 @@ def _progress(total: int, description: str):
 
     return Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                     transient=True, disable=total < 2000)
+
+
+# ---------------------------------------------------------------------------------------------
+# the spectral (collaborative) item embedding
+
+# Above this many users x items a dense SVD is too slow / too big; use a randomized one.
+_DENSE_SVD_LIMIT = 4_000_000
+
+
+def _interaction_matrix(ds: RawDataset, rows: np.ndarray | None):
+    """Binary user x item matrix (CSR, float32) of the given interaction rows."""
+    from scipy import sparse
+
+    if rows is None:
+        users, items = ds.inter_user, ds.inter_item
+    else:
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            if len(rows) != ds.n_interactions:
+                raise ConfigError(
+                    f"a boolean row mask must have one entry per interaction "
+                    f"({ds.n_interactions}), got {len(rows)}"
+                )
+            rows = np.flatnonzero(rows)
+        if len(rows) and (rows.min() < 0 or rows.max() >= ds.n_interactions):
+            raise ConfigError(
+                f"interaction rows must lie in [0, {ds.n_interactions}), got "
+                f"[{rows.min()}, {rows.max()}]"
+            )
+        users, items = ds.inter_user[rows], ds.inter_item[rows]
+    matrix = sparse.csr_matrix(
+        (np.ones(len(users), dtype=np.float32), (users, items)),
+        shape=(ds.n_users, ds.n_items),
+        dtype=np.float32,
+    )
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0  # repeated consumption counts once: R is "has interacted"
+    return matrix
+
+
+def _orthonormal(y: np.ndarray) -> np.ndarray:
+    """An orthonormal basis of the column span of tall ``y`` (float64).
+
+    Eigen-decomposition of the small Gram matrix, done twice for accuracy (like CholeskyQR2);
+    directions with negligible energy are dropped. Much faster than a Householder QR of a
+    1M x 80 matrix, and only the span matters here.
+    """
+    for _ in range(2):
+        w, u = np.linalg.eigh(y.T @ y)
+        keep = w > max(float(w.max()), 1e-300) * 1e-12
+        y = y @ (u[:, keep] / np.sqrt(w[keep]))
+    return y
+
+
+def _randomized_right_singular(matrix, k: int, rng: np.random.Generator, n_iter: int = 6,
+                               oversample: int = 16) -> np.ndarray:
+    """Top-``k`` right singular vectors of a sparse matrix (randomized range finder with power
+    iterations, Halko et al. 2011).
+
+    Memory is O((n_users + n_items) * (k + oversample)) float64, so a 1M-item catalog needs a
+    few hundred MB per block.
+    """
+    matrix = matrix.astype(np.float64)
+    matrix_t = matrix.T.tocsr()
+    width = min(k + oversample, min(matrix.shape))
+    basis = _orthonormal(matrix @ rng.standard_normal((matrix.shape[1], width)))
+    for _ in range(n_iter):
+        basis = _orthonormal(matrix_t @ basis)
+        basis = _orthonormal(matrix @ basis)
+    # A^T Q = V S U_b^T: eigen-decompose (A^T Q)^T (A^T Q) = U_b S^2 U_b^T, then V = A^T Q U_b / S.
+    z = matrix_t @ basis
+    s2, u = np.linalg.eigh(z.T @ z)
+    order = np.argsort(s2)[::-1][:k]
+    s = np.sqrt(np.maximum(s2[order], 1e-300))
+    return (z @ u[:, order]) / s
+
+
+def spectral_item_embedding(
+    ds: RawDataset, rows: np.ndarray | None = None, dim: int = 64, seed: int = 0
+) -> np.ndarray:
+    """Degree-normalised spectral item embedding of the user-item matrix.
+
+    With ``R`` the binary user x item matrix of ``rows``, ``D_u``/``D_i`` its user/item degrees,
+    take the top-``dim`` right singular vectors ``U`` of ``D_u^-1/2 R D_i^-1/2`` and rescale
+    each item's row by ``deg_i^1/2``: ``V = D_i^1/2 U``. The collaborative score of a user is
+    then ``r_u V V^T`` (:func:`collaborative_scores`): a low-pass filter over the item graph
+    that keeps popular items comparable to niche ones. Items without interactions in ``rows``
+    get a zero row (score 0).
+
+    Args:
+        ds: the dataset.
+        rows: interaction rows (indices or a boolean mask) to fit on — e.g. the rows before a
+            cut time for a causal fit, or the train rows only. None: all interactions.
+        dim: number of singular vectors kept (reduced to the matrix rank bound
+            ``min(n_users, n_items)`` for tiny data).
+        seed: seeds the randomized SVD used for large matrices (small ones use an exact SVD).
+
+    Returns:
+        float32 array ``(n_items, dim')`` with ``dim' = min(dim, n_users, n_items)``.
+    """
+    if dim < 1:
+        raise ConfigError(f"dim must be >= 1, got {dim}")
+    matrix = _interaction_matrix(ds, rows)
+    if matrix.nnz == 0:
+        raise DataError(
+            f"cannot fit a spectral embedding of {ds.name!r}: no interactions in the given rows"
+        )
+    user_deg = np.asarray(matrix.sum(axis=1)).ravel()
+    item_deg = np.asarray(matrix.sum(axis=0)).ravel()
+    inv_u = np.where(user_deg > 0, 1.0 / np.sqrt(np.maximum(user_deg, 1e-12)), 0.0).astype(np.float32)
+    inv_i = np.where(item_deg > 0, 1.0 / np.sqrt(np.maximum(item_deg, 1e-12)), 0.0).astype(np.float32)
+    # D_u^-1/2 R D_i^-1/2 without densifying: scale the CSR values in place.
+    normed = matrix.copy()
+    normed.data *= np.repeat(inv_u, np.diff(normed.indptr))
+    normed.data *= inv_i[normed.indices]
+    k = min(dim, *normed.shape)
+    if normed.shape[0] * normed.shape[1] <= _DENSE_SVD_LIMIT:
+        _, _, vt = np.linalg.svd(normed.toarray().astype(np.float64), full_matrices=False)
+        right = vt[:k].T
+    else:
+        right = _randomized_right_singular(normed, k, np.random.default_rng(seed))
+    embedding = right * np.sqrt(item_deg)[:, None]
+    return np.ascontiguousarray(embedding, dtype=np.float32)

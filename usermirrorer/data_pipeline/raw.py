@@ -27,6 +27,8 @@ __all__ = [
     "raw_paths",
     "load_raws",
     "write_raws",
+    "describe_fields",
+    "RawWrite",
     "format_time",
     "parse_time",
     "dataset_records",
@@ -46,6 +48,18 @@ class RawPaths:
 
     def __iter__(self):
         return iter((self.users, self.items, self.interactions))
+
+
+def describe_fields(fields: Mapping[str, Any], sep: str = ", ") -> str:
+    """``field: value`` pairs of a description dict, skipping empty values; lists joined."""
+    parts = []
+    for key, value in fields.items():
+        if value is None or value == "" or value == []:
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ", ".join(str(v) for v in value)
+        parts.append(f"{key.replace('_', ' ')}: {value}")
+    return sep.join(parts)
 
 
 def raw_paths(project_path: str | os.PathLike, dataset: str) -> RawPaths:
@@ -396,23 +410,35 @@ def load_raws(project_path: str | os.PathLike, dataset: str) -> RawDataset:
 # writing
 
 
+@dataclass(frozen=True)
+class RawWrite:
+    """What :func:`write_raws` wrote: the three paths and the number of records in each."""
+
+    paths: RawPaths
+    users: int
+    items: int
+    interactions: int
+
+
 def write_raws(
     project_path: str | os.PathLike,
     dataset: str,
     users: Iterable[Mapping[str, Any]],
     items: Iterable[Mapping[str, Any]],
     interactions: Iterable[Mapping[str, Any]],
-) -> RawPaths:
-    """Write the three raw files of ``dataset`` (each atomically) and return their paths.
+) -> RawWrite:
+    """Write the three raw files of ``dataset`` (each atomically): the one writer of raws.
 
     Records must already be in the raw format (DESIGN.md §2); converters build them. Use
     :func:`load_raws` afterwards to validate.
     """
     paths = raw_paths(project_path, dataset)
-    write_jsonl(paths.users, (dict(r) for r in users))
-    write_jsonl(paths.items, (dict(r) for r in items))
-    write_jsonl(paths.interactions, (dict(r) for r in interactions))
-    return paths
+    return RawWrite(
+        paths=paths,
+        users=write_jsonl(paths.users, (dict(r) for r in users)),
+        items=write_jsonl(paths.items, (dict(r) for r in items)),
+        interactions=write_jsonl(paths.interactions, (dict(r) for r in interactions)),
+    )
 
 
 def dataset_records(ds: RawDataset):

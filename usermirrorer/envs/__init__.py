@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from usermirrorer.envs.rec_env import MAX_OPTIONS, RecEnv, simulate_steps
 from usermirrorer.envs.registration import ENV_ID, register_envs
-from usermirrorer.envs.resources import BASELINE_CHOICE_MODELS, ChoiceModel, clear_caches
+from usermirrorer.envs.resources import clear_caches
 from usermirrorer.envs.rewards import REWARDS, StepOutcome, resolve_reward
 from usermirrorer.envs.spaces import SlateSpace
 from usermirrorer.envs.vector import RecVectorEnv
 from usermirrorer.envs.wrappers import DedupSlate, ScoreToSlate
+from usermirrorer.sim.choice_models import BASELINE_CHOICE_MODELS, ChoiceModel
 
 __all__ = [
     "ENV_ID",

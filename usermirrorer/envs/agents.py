@@ -19,7 +19,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from usermirrorer.data_pipeline.embeddings import collaborative_embedding
+from usermirrorer.data_pipeline.popularity import CausalCounts
 from usermirrorer.data_pipeline.raw import RawDataset, parse_time
+from usermirrorer.errors import ConfigError
 
 __all__ = [
     "Recommender",
@@ -54,27 +57,6 @@ def _top_k_unseen(scores: np.ndarray, seen: np.ndarray, k: int) -> np.ndarray:
     return top[np.argsort(-scores[top], kind="stable")].astype(np.int64)
 
 
-class _CausalCounts:
-    """Interaction counts per item before a time, from the log (one searchsorted per item)."""
-
-    def __init__(self, ds: RawDataset):
-        order = np.lexsort((ds.inter_time, ds.inter_item))
-        self._t0 = int(ds.inter_time.min())
-        self._span = int(ds.inter_time.max()) - self._t0 + 2
-        self._keys = ds.inter_item[order].astype(np.int64) * self._span + (
-            ds.inter_time[order] - self._t0
-        )
-        self._ptr = np.concatenate(
-            [[0], np.cumsum(np.bincount(ds.inter_item, minlength=ds.n_items))]
-        )
-        self._n = ds.n_items
-
-    def at(self, now: int) -> np.ndarray:
-        offset = min(max(now - self._t0, 0), self._span - 1)
-        queries = np.arange(self._n, dtype=np.int64) * self._span + offset
-        return np.searchsorted(self._keys, queries) - self._ptr[:-1]
-
-
 class RandomRecommender:
     """K distinct items uniformly at random (a floor every recommender should beat)."""
 
@@ -97,7 +79,7 @@ class PopularityRecommender:
     name = "popularity"
 
     def __init__(self, ds: RawDataset, slate_size: int, seed: int = 0):
-        self.counts = _CausalCounts(ds)
+        self.counts = CausalCounts(ds)
         self.k = slate_size
 
     def recommend(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
@@ -121,8 +103,6 @@ class CollaborativeRecommender:
         project_path: str | None = None,
     ):
         if embedding is None:
-            from usermirrorer.data_pipeline.embeddings import collaborative_embedding
-
             embedding = collaborative_embedding(ds, project_path)
         self.embedding = np.asarray(embedding, dtype=np.float32)
         self.k = slate_size
@@ -168,13 +148,11 @@ class LinUCBRecommender:
         project_path: str | None = None,
     ):
         if embedding is None:
-            from usermirrorer.data_pipeline.embeddings import collaborative_embedding
-
             embedding = collaborative_embedding(ds, project_path)
         emb = np.asarray(embedding, dtype=np.float64)[:, :n_factors]
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
         self.unit = np.divide(emb, norms, out=np.zeros_like(emb), where=norms > 0)
-        self.counts = _CausalCounts(ds)
+        self.counts = CausalCounts(ds)
         self.k = slate_size
         self.alpha = float(alpha)
         self.dim = 3 + self.unit.shape[1]
@@ -226,8 +204,6 @@ def make_recommender(
     name: str, ds: RawDataset, slate_size: int, seed: int = 0, **kwargs: Any
 ) -> Recommender:
     """A reference recommender by name (``random``, ``popularity``, ``collaborative``, ``linucb``)."""
-    from usermirrorer.errors import ConfigError
-
     if name not in RECOMMENDERS:
         raise ConfigError(f"unknown recommender {name!r}; expected one of {sorted(RECOMMENDERS)}")
     cls = RECOMMENDERS[name]

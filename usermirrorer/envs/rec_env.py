@@ -12,7 +12,8 @@ import numpy as np
 from gymnasium import spaces
 
 from usermirrorer.data_pipeline.raw import RawDataset, format_time, parse_time
-from usermirrorer.data_pipeline.strategies import DomainStrategy, get_strategy
+from usermirrorer.data_pipeline.sampling.strategies import DomainStrategy, get_strategy
+from usermirrorer.data_pipeline.scene import Scene, render_scene, reversed_scene
 from usermirrorer.envs.resources import ChoiceModel, load_choice_model, load_dataset
 from usermirrorer.envs.rewards import (
     RewardFn,
@@ -23,10 +24,10 @@ from usermirrorer.envs.rewards import (
 )
 from usermirrorer.envs.spaces import SlateSpace
 from usermirrorer.errors import BackendError, ConfigError, InvalidAction
+from usermirrorer.sim.prompts import MAX_OPTIONS  # option letters A..Z (DESIGN.md §4)
 
 __all__ = ["RecEnv", "MAX_OPTIONS", "simulate_steps"]
 
-MAX_OPTIONS = 26  # option letters A..Z (DESIGN.md §4)
 _START_MODES = ("random", "end")
 
 
@@ -331,7 +332,7 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
         self._last_slate = np.full(self.exposure_size, -1, dtype=np.int64)
         self._last_choice = self.exposure_size + 1
         self._last_probs = np.zeros(self.n_options, dtype=np.float32)
-        self._last_scene: dict[str, Any] | None = None
+        self._last_scene: Scene | None = None
         self._last_info: dict[str, Any] = {}
         info = {
             "user_id": str(self.ds.user_ids[user]),
@@ -404,26 +405,25 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
             )
         return slate
 
-    def build_scene(self, slate: np.ndarray) -> dict[str, Any]:
-        """The scene the simulator reads for ``slate`` at the current time (DESIGN.md §2 record)."""
+    def build_scene(self, slate: np.ndarray) -> Scene:
+        """The scene the simulator reads for ``slate`` at the current time (DESIGN.md §2 record,
+        without a real item, plus ``scene_id``, ``history_item_ids`` and ``outside_option``)."""
         ds, user, now = self.ds, self._user, self._now
         options = [self.strategy.exposure_item(ds, int(i), now) for i in slate]
         if self.allow_skip:
             options.append(f"None of these {self.strategy.item_noun}s: I skip this list")
-        return {
-            "dataset": ds.name,
-            "scene_id": f"{ds.user_ids[user]}@{format_time(self._start_time)}#{self._steps}",
-            "user_id": str(ds.user_ids[user]),
-            "timestamp": format_time(now),
-            "impression_list": [str(ds.item_ids[i]) for i in slate],
-            "history_item_ids": [str(ds.item_ids[i]) for i in self._history_items],
-            "outside_option": self.allow_skip,
-            "text": {
-                "profile": self.strategy.profile(ds, user),
-                "history": self.history_text,
-                "action_list": options,
-            },
-        }
+        return render_scene(
+            dataset=ds.name,
+            scene_id=f"{ds.user_ids[user]}@{format_time(self._start_time)}#{self._steps}",
+            user_id=str(ds.user_ids[user]),
+            timestamp=format_time(now),
+            impression_list=[str(ds.item_ids[i]) for i in slate],
+            history_item_ids=[str(ds.item_ids[i]) for i in self._history_items],
+            outside_option=self.allow_skip,
+            profile=self.strategy.profile(ds, user),
+            history=self.history_text,
+            action_list=options,
+        )
 
     def sample_choice(self, probs: np.ndarray) -> int:
         """Draw the user's pick from ``probs`` with this env's generator."""
@@ -432,7 +432,7 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
     def commit(
         self,
         slate: np.ndarray,
-        scene: dict[str, Any],
+        scene: Scene,
         result: Any,
         probs: np.ndarray,
         choice: int,
@@ -626,11 +626,11 @@ def simulate_steps(
         kwargs["mode"] = "decision"
         if envs[0].n_thoughts is not None:
             kwargs["n_thoughts"] = envs[0].n_thoughts
-    queries: list[dict[str, Any]] = []
+    queries: list[Scene] = []
     for env, scene in zip(envs, scenes):
         queries.append(scene)
         if env.debias_positions:
-            queries.append(_reversed_scene(scene, env.exposure_size))
+            queries.append(reversed_scene(scene, env.exposure_size))
     answers = iter(_choice_probs(model, queries, **kwargs))
     results, probs_list = [], []
     for env, scene in zip(envs, scenes):
@@ -647,7 +647,7 @@ def simulate_steps(
     choices = [env.sample_choice(p) for env, p in zip(envs, probs_list)]
 
     rating = [None] * len(envs)
-    queries: list[tuple[int, list[dict[str, Any]]]] = []
+    queries: list[tuple[int, list[Scene]]] = []
     for i, (env, slate, choice) in enumerate(zip(envs, slates, choices)):
         if env.reward_name == "rating" and choice < env.exposure_size:
             item = int(slate[choice])
@@ -668,18 +668,7 @@ def simulate_steps(
     ]
 
 
-def _reversed_scene(scene: dict[str, Any], k: int) -> dict[str, Any]:
-    """The same scene with the K slate options in reverse order (outside option kept last)."""
-    options = scene["text"]["action_list"]
-    return {
-        **scene,
-        "scene_id": f"{scene.get('scene_id')}~reversed",
-        "impression_list": scene["impression_list"][::-1],
-        "text": {**scene["text"], "action_list": options[:k][::-1] + options[k:]},
-    }
-
-
-def _choice_probs(model: ChoiceModel, scenes: list[dict[str, Any]], **kwargs: Any) -> list[Any]:
+def _choice_probs(model: ChoiceModel, scenes: list[Scene], **kwargs: Any) -> list[Any]:
     results = model.choice_probs(scenes, **kwargs)
     if not isinstance(results, list) or len(results) != len(scenes):
         raise BackendError(
@@ -690,7 +679,7 @@ def _choice_probs(model: ChoiceModel, scenes: list[dict[str, Any]], **kwargs: An
     return results
 
 
-def _checked_probs(result: Any, n_options: int, scene: dict[str, Any]) -> np.ndarray:
+def _checked_probs(result: Any, n_options: int, scene: Scene) -> np.ndarray:
     probs = np.asarray(getattr(result, "probs", None), dtype=np.float64)
     if (
         probs.shape != (n_options,)

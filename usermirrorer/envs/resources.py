@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from dataclasses import asdict, is_dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from usermirrorer.data_pipeline.raw import RawDataset, load_raws, raw_paths
 from usermirrorer.errors import ConfigError
+from usermirrorer.sim.choice_models import (  # ChoiceModel, BASELINE_CHOICE_MODELS: re-exported
+    BASELINE_CHOICE_MODELS,
+    ChoiceModel,
+    as_sim_options,
+    make_choice_model,
+)
 
 __all__ = [
     "ChoiceModel",
@@ -26,7 +32,6 @@ __all__ = [
     "clear_caches",
 ]
 
-BASELINE_CHOICE_MODELS: tuple[str, ...] = ("random", "popularity", "collaborative")
 _MAX_MODELS = 2
 _MAX_DATASETS = 4
 
@@ -34,13 +39,6 @@ _datasets: OrderedDict[tuple, RawDataset] = OrderedDict()
 _models: OrderedDict[tuple, Any] = OrderedDict()
 # Keyed by id(dataset); the dataset is stored with the model so the id cannot be reused.
 _baselines: OrderedDict[tuple, tuple[RawDataset, Any]] = OrderedDict()
-
-
-@runtime_checkable
-class ChoiceModel(Protocol):
-    """What the environment needs from a simulator: ``UserSimulator`` or a non-LLM model."""
-
-    def choice_probs(self, scenes: list[dict[str, Any]], **kwargs: Any) -> list[Any]: ...
 
 
 def _remember(cache: OrderedDict, key: tuple, value: Any, limit: int) -> Any:
@@ -89,7 +87,8 @@ def load_choice_model(
     backend_kwargs: dict[str, Any] | None = None,
     project_path: str | os.PathLike | None = None,
 ) -> ChoiceModel:
-    """Build (or reuse) the choice model an environment queries.
+    """Build (or reuse) the choice model an environment queries
+    (:func:`usermirrorer.sim.choice_models.make_choice_model`, cached).
 
     Args:
         model: an object with ``choice_probs`` (used as is); a baseline name
@@ -106,34 +105,15 @@ def load_choice_model(
             embedding under ``<project>/embeddings/``.
     """
     if not isinstance(model, str):
-        if not callable(getattr(model, "choice_probs", None)):
-            raise ConfigError(
-                f"model must be a name or an object with choice_probs(scenes), got {type(model).__name__}"
-            )
-        return model
+        return make_choice_model(model)
     if model in BASELINE_CHOICE_MODELS:
         key = (model, id(ds))
         if key not in _baselines:
-            from usermirrorer.sim.baselines import make_choice_model
-
-            kwargs = {"project_path": project_path} if model == "collaborative" else {}
-            _remember(
-                _baselines, key, (ds, make_choice_model(model, ds, **kwargs)), _MAX_DATASETS * 3
-            )
+            built = make_choice_model(model, ds, project_path=project_path)
+            _remember(_baselines, key, (ds, built), _MAX_DATASETS * 3)
         return _baselines[key][1]
 
-    from usermirrorer.sim import SimOptions, UserSimulator
-
-    if sim_options is None:
-        options = SimOptions()
-    elif isinstance(sim_options, dict):
-        options = SimOptions(**sim_options)
-    elif is_dataclass(sim_options):
-        options = sim_options
-    else:
-        raise ConfigError(
-            f"sim_options must be a SimOptions or a dict, got {type(sim_options).__name__}"
-        )
+    options = as_sim_options(sim_options, "sim_options")
     changes = {}
     if mode is not None:
         changes["mode"] = mode
@@ -145,7 +125,7 @@ def load_choice_model(
     if key in _models:
         _models.move_to_end(key)
         return _models[key]
-    simulator = UserSimulator(model, backend=backend, options=options, **kwargs)
+    simulator = make_choice_model(model, backend=backend, options=options, backend_kwargs=kwargs)
     return _remember(_models, key, simulator, _MAX_MODELS)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from usermirrorer.data_pipeline.scene import Scene, render_scene, scene_fields, scene_id
 from usermirrorer.errors import ConfigError
 
 __all__ = [
@@ -65,7 +66,7 @@ class StepOutcome:
     item: int | None
     user: int
     timestamp: int
-    scene: dict[str, Any]
+    scene: Scene
     rating_probs: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -128,36 +129,38 @@ def resolve_reward(reward: str | RewardFn) -> tuple[str, RewardFn]:
     )
 
 
-def rating_scenes(scene: dict[str, Any], item_id: str, item_text: str) -> list[dict[str, Any]]:
+def rating_scenes(scene: Scene, item_id: str, item_text: str) -> list[Scene]:
     """The two follow-up rating scenes (levels ascending, then descending) for a chosen item.
 
-    They keep the step scene's profile and history text unchanged, so a prefix-caching backend
-    scores them from the cached user prefix. ``rating_query`` tells non-LLM choice models what
-    is being asked (``levels`` in option order).
+    They keep the step scene's user, time, history and profile/history text unchanged, so a
+    prefix-caching backend scores them from the cached user prefix. ``rating_query`` tells
+    non-LLM choice models what is being asked (``levels`` in option order). A real choice of
+    ``scene`` (``item_id``/``item_pos``) is not carried: it is no answer to the rating question.
     """
+    fields = scene_fields(scene)
+    fields.pop("item_id", None)
+    fields.pop("item_pos", None)
     out = []
     for order, levels in (("asc", RATING_LEVELS), ("desc", tuple(reversed(RATING_LEVELS)))):
         options = [
             f"{item_text} -- I rate it {level}/5 ({RATING_LABELS[level]})" for level in levels
         ]
         out.append(
-            {
-                **{k: v for k, v in scene.items() if k not in ("text", "impression_list")},
-                "scene_id": f"{scene.get('scene_id')}:rating-{order}",
-                "impression_list": [item_id] * len(levels),
-                "outside_option": False,
-                "rating_query": {"item_id": item_id, "levels": list(levels)},
-                "text": {
-                    "profile": scene["text"]["profile"],
-                    "history": scene["text"]["history"],
+            render_scene(
+                **{
+                    **fields,
+                    "scene_id": f"{scene_id(scene)}:rating-{order}",
+                    "impression_list": [item_id] * len(levels),
+                    "outside_option": False,
+                    "rating_query": {"item_id": item_id, "levels": list(levels)},
                     "action_list": options,
-                },
-            }
+                }
+            )
         )
     return out
 
 
-def rating_distribution(results: Sequence[Any], scenes: Sequence[dict[str, Any]]) -> np.ndarray:
+def rating_distribution(results: Sequence[Any], scenes: Sequence[Scene]) -> np.ndarray:
     """Average the rating queries' letter distributions, mapped back to :data:`RATING_LEVELS`."""
     total = np.zeros(len(RATING_LEVELS), dtype=np.float64)
     for result, scene in zip(results, scenes, strict=True):

@@ -11,14 +11,12 @@ Modules: :mod:`~usermirrorer.fidelity.eval_scenes` (user split, scenes, scene ch
 :mod:`~usermirrorer.fidelity.runner` (rows, running a model with a resume cache),
 :mod:`~usermirrorer.fidelity.stats` (row scores, reliability bins, paired differences),
 :mod:`~usermirrorer.fidelity.report` (md/json/png), :mod:`~usermirrorer.fidelity.reference`
-(the paper's figures), :mod:`~usermirrorer.fidelity.direct_finetune` (the CPU fine-tune
 recipe), :mod:`~usermirrorer.fidelity.workspace` (files and the shared split),
 :mod:`~usermirrorer.fidelity.benchmark` (the whole run). Importing this package does not
 import torch.
 """
 
 from usermirrorer.fidelity.benchmark import ExtraModel, FidelityConfig, parse_extra_model, plan_rows, run_fidelity
-from usermirrorer.fidelity.direct_finetune import DirectFinetuneConfig, run_direct_finetune
 from usermirrorer.fidelity.eval_scenes import (
     VARIANTS,
     EvalSceneSpec,
@@ -39,8 +37,6 @@ __all__ = [
     "parse_extra_model",
     "plan_rows",
     "run_fidelity",
-    "DirectFinetuneConfig",
-    "run_direct_finetune",
     "VARIANTS",
     "EvalSceneSpec",
     "UserSplit",

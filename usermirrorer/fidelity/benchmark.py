@@ -8,7 +8,7 @@
    causal count), collaborative (spectral embedding fitted on train users' interactions
    only), the base LLM in direct mode on every scene and in decision mode on the first
    ``decision_limit`` scenes, the direct-mode fine-tune of
-   :mod:`usermirrorer.fidelity.direct_finetune` (when it exists), the pipeline's fine-tuned
+   :mod:`usermirrorer.data_pipeline.training.direct_finetune` (when its manifest exists), the pipeline's fine-tuned
    checkpoints and any extra models named by the caller;
 3. per row and variant: sampled accuracy with 95% CI, expected and top-1 accuracy, log-loss,
    ECE, choice share per letter, throughput; reliability bins;
@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from usermirrorer.errors import ConfigError
+from usermirrorer.errors import ConfigError, UserMirrorerError
+from usermirrorer.fidelity import report
 from usermirrorer.fidelity.eval_scenes import (
     VARIANTS,
     EvalSceneSpec,
@@ -48,8 +49,9 @@ from usermirrorer.fidelity.stats import paired_difference, reliability_bins, sco
 from usermirrorer.fidelity.workspace import (
     FidelityPaths,
     ensure_eval_scenes,
-    ensure_raws,
     ensure_split,
+    load_benchmark_raws,
+    load_direct_ft_manifest,
     scenes_build_seconds,
     users_in_files,
 )
@@ -292,9 +294,6 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
         DataError: a fine-tuned model was trained on eval users; scenes break the contract.
         ConfigError: conflicting options.
     """
-    from usermirrorer.fidelity import report
-    from usermirrorer.fidelity.direct_finetune import load_direct_ft_manifest
-
     config.validate()
     if console is None:
         from rich.console import Console
@@ -307,7 +306,7 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
     spec = config.scene_spec
 
     t = time.perf_counter()
-    ds = ensure_raws(config.project_path, config.dataset)
+    ds = load_benchmark_raws(config.project_path, config.dataset)
     split = ensure_split(ds, config.project_path, config.seed, config.eval_user_fraction)
     stage_seconds["load raws + user split"] = time.perf_counter() - t
 
@@ -393,8 +392,6 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
                             examples[spec_row.label] = {"scene_id": run.scene_ids[first], "thought": run.rationales[first],
                                                         "real_letter": "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[run.item_pos[first]]}
             except Exception as exc:  # one failing model must not lose the others' rows
-                from usermirrorer.errors import UserMirrorerError
-
                 if not isinstance(exc, (UserMirrorerError, OSError, ValueError, RuntimeError)):
                     raise
                 skipped[spec_row.label] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"

@@ -8,7 +8,7 @@ The benchmark judges a simulator on users it never trained on:
 2. :func:`pick_eval_rows` draws the target interactions: ``n_scenes`` interactions of eval users
    with at least ``min_history`` earlier interactions, with a fixed seed.
 3. :func:`build_eval_scenes` renders the *same* target interactions twice through the scene
-   sampler (:mod:`usermirrorer.data_pipeline.scenes`), ``K`` options each, the real item at a
+   sampler (:mod:`usermirrorer.data_pipeline.sampling.sampler`), ``K`` options each, the real item at a
    uniformly drawn position:
 
    - ``standard``: negatives from the reference construction (random, popularity,
@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from usermirrorer.data_pipeline.sampling.sampler import SceneConfig, causal_popularity, eligible_rows, sample_scenes
 from usermirrorer.errors import ConfigError, DataError, data_problem
 
 if TYPE_CHECKING:
@@ -183,8 +184,6 @@ def pick_eval_rows(ds: RawDataset, split: UserSplit, n_scenes: int, seed: int = 
     Raises:
         DataError: fewer eligible interactions than ``n_scenes``.
     """
-    from usermirrorer.data_pipeline.scenes import eligible_rows
-
     rows = eligible_rows(ds, min_history)
     eval_idx = np.array([ds.user_index[u] for u in split.eval_users], dtype=np.int64)
     rows = rows[np.isin(ds.inter_user[rows], eval_idx)]
@@ -224,8 +223,6 @@ def build_eval_scenes(
     Raises:
         DataError: a variant came out with fewer than ``spec.n_scenes`` scenes.
     """
-    from usermirrorer.data_pipeline.scenes import SceneConfig, eligible_rows, sample_scenes
-
     spec.validate()
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -327,8 +324,6 @@ def option_popularity_ranks(ds: RawDataset, scenes: Sequence[Mapping[str, Any]])
         tied with everything sits at ``(K-1)/2``), and ``real_is_top`` ``(n,)`` float: 1 when the
         real item is the unique most popular option, ``1/m`` when ``m`` options tie for top.
     """
-    from usermirrorer.data_pipeline.scenes import causal_popularity
-
     if not scenes:
         return {"counts": np.zeros((0, 0), np.int64), "real_rank": np.zeros(0), "real_is_top": np.zeros(0)}
     index = ds.item_index

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from usermirrorer.fidelity.reference import PAPER_REFERENCE, POPULARITY_WARNING, REFERENCE_CAVEAT
+from usermirrorer.sim.prompts import LETTERS
 
 __all__ = [
     "markdown_report",
@@ -29,7 +30,6 @@ __all__ = [
 
 VARIANT_TITLES = {"standard": "standard construction (DESIGN §3)",
                   "popularity-matched": "popularity-matched negatives"}
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # A reliability point from fewer scenes than this is noise; such bins still count in the ECE.
 MIN_BIN_SCENES = 5
 

@@ -3,9 +3,11 @@
 A *choice model* is anything with ``choice_probs(list_of_scenes) -> list[ChoiceResult]``: the
 LLM :class:`~usermirrorer.sim.UserSimulator` or a log-only baseline of
 :mod:`usermirrorer.sim.baselines`. :class:`ModelSpec` names one row of the benchmark table;
-:func:`build_choice_model` makes the model it names; :func:`run_model` feeds it the scenes in
-chunks, times every chunk and appends the answers to a JSONL cache, so an interrupted run
-resumes where it stopped and the recorded seconds still add up to the model's cost.
+:func:`build_choice_model` makes the model it names (through
+:func:`usermirrorer.sim.choice_models.make_choice_model`); :func:`run_model` feeds it the scenes
+with :func:`usermirrorer.sim.evaluation.evaluate`, which times every chunk, and appends the
+answers to a JSONL cache, so an interrupted run resumes where it stopped and the recorded
+seconds still add up to the model's cost.
 """
 
 from __future__ import annotations
@@ -14,25 +16,25 @@ import hashlib
 import json
 import os
 import re
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from usermirrorer.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    from usermirrorer.data_pipeline.raw import RawDataset
+from usermirrorer.data_pipeline.jsonl import JsonlAppender, iter_jsonl
+from usermirrorer.data_pipeline.raw import RawDataset
+from usermirrorer.errors import ConfigError
+from usermirrorer.sim.choice_models import make_choice_model
+from usermirrorer.sim.evaluation import ScoredScene, evaluate
+from usermirrorer.sim.simulator import SimOptions
 
 __all__ = [
     "MODEL_KINDS",
     "ModelSpec",
     "ModelRun",
     "build_choice_model",
-    "MostPopularChooser",
     "run_model",
     "slug",
 ]
@@ -162,54 +164,12 @@ def build_choice_model(spec: ModelSpec, ds: RawDataset | None = None, fit_rows: 
         backend_kwargs: extra arguments of the LLM backend (``dtype`` ...).
     """
     if spec.kind == "llm":
-        from usermirrorer.sim import SimOptions, UserSimulator
-
         options = SimOptions(mode=spec.mode, n_thoughts=spec.n_thoughts, max_thought_tokens=spec.max_thought_tokens,
                              batch_size=spec.batch_size, seed=seed, truncate_history=True)
-        return UserSimulator(spec.model, options=options, **dict(backend_kwargs or {}))
+        return make_choice_model(spec.model, options=options, backend_kwargs=backend_kwargs)
     if ds is None:
         raise ConfigError(f"row {spec.label!r} ({spec.kind}) needs the raw dataset")
-    from usermirrorer.sim.baselines import make_choice_model
-
-    if spec.kind == "most-popular":
-        return MostPopularChooser(ds)
-    if spec.kind == "collaborative":
-        return make_choice_model("collaborative", ds, fit_rows=fit_rows, seed=seed)
-    return make_choice_model(spec.kind, ds)
-
-
-class MostPopularChooser:
-    """Picks the option with the most interactions strictly before the scene time.
-
-    The chooser of the issue's warning (51% on standard ML-100K exposures, K=5): all the
-    probability on the most popular option, split evenly among options tied for the top.
-    """
-
-    name = "most-popular"
-
-    def __init__(self, ds: RawDataset):
-        from usermirrorer.sim.baselines import make_choice_model
-
-        self.ds = ds
-        self._popularity = make_choice_model("popularity", ds)
-
-    def choice_probs(self, scenes: Any, **_ignored: Any) -> Any:
-        from usermirrorer.data_pipeline.raw import parse_time
-        from usermirrorer.sim import ChoiceResult
-
-        single = isinstance(scenes, dict)
-        batch = [scenes] if single else list(scenes)
-        index = self.ds.item_index
-        out = []
-        for scene in batch:
-            items = np.array([index[str(i)] for i in scene["impression_list"]], dtype=np.int64)
-            counts = self._popularity.counts_before(parse_time(scene["timestamp"]))[items]
-            top = (counts == counts.max()).astype(np.float64)
-            out.append(ChoiceResult(probs=top / top.sum()))
-        return out[0] if single else out
-
-    def __repr__(self) -> str:
-        return f"MostPopularChooser(dataset={self.ds.name!r})"
+    return make_choice_model(spec.kind, ds, fit_rows=fit_rows, seed=seed)
 
 
 def run_model(
@@ -246,8 +206,6 @@ def run_model(
     Raises:
         DataError: the model returned a distribution of the wrong length or not summing to 1.
     """
-    from usermirrorer.data_pipeline.jsonl import JsonlAppender, iter_jsonl
-
     variants = list(scenes_by_variant)
     chosen = {v: list(scenes_by_variant[v][: spec.limit] if spec.limit else scenes_by_variant[v]) for v in variants}
     cached: dict[str, dict[str, dict[str, Any]]] = {v: {} for v in variants}
@@ -267,33 +225,33 @@ def run_model(
     if progress is not None:
         task = progress.add_task(spec.label, total=total, completed=total - len(todo))
     complete = True
-    started = time.perf_counter()
     if todo:
-        model = make_model()
-        appenders = {v: JsonlAppender(p) for v, p in paths.items() if p is not None}
+        appenders: dict[str, JsonlAppender] = {}
+
+        def build(_group: None) -> Any:
+            model = make_model()
+            appenders.update({v: JsonlAppender(p) for v, p in paths.items() if p is not None})
+            return model
+
+        def keep(batch: list[ScoredScene]) -> None:
+            records: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+            for scored in batch:
+                variant = todo[scored.index][0]
+                record = {"scene_id": str(scored.scene["scene_id"]), "probs": scored.probs.tolist(),
+                          "seconds": scored.seconds, "rationale": scored.rationales[0] if scored.rationales else ""}
+                cached[variant][record["scene_id"]] = record
+                records[variant].append(record)
+            for variant, recs in records.items():
+                if recs and variant in appenders:
+                    appenders[variant].write(recs)
+            if task is not None:
+                progress.update(task, advance=len(batch))
+
         try:
-            for start in range(0, len(todo), chunk_size):
-                if budget_seconds is not None and time.perf_counter() - started > budget_seconds:
-                    complete = False
-                    break
-                chunk = todo[start:start + chunk_size]
-                began = time.perf_counter()
-                results = model.choice_probs([scene for _, scene in chunk])
-                spent = time.perf_counter() - began
-                records: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
-                for (variant, scene), result in zip(chunk, results):
-                    probs = np.asarray(result.probs, dtype=np.float64)
-                    _check_probs(probs, scene, spec)
-                    rationale = result.rationales[0] if getattr(result, "rationales", None) else ""
-                    record = {"scene_id": str(scene["scene_id"]), "probs": probs.tolist(),
-                              "seconds": spent / len(chunk), "rationale": rationale}
-                    cached[variant][record["scene_id"]] = record
-                    records[variant].append(record)
-                for variant, recs in records.items():
-                    if recs and variant in appenders:
-                        appenders[variant].write(recs)
-                if task is not None:
-                    progress.update(task, advance=len(chunk))
+            run = evaluate([scene for _, scene in todo], build, repeats=None,
+                           batch_size=chunk_size, targets=[int(scene["item_pos"]) for _, scene in todo],
+                           budget_seconds=budget_seconds, on_batch=keep, label=f"row {spec.label!r}")
+            complete = run.complete
         finally:
             for appender in appenders.values():
                 appender.close()
@@ -311,12 +269,3 @@ def run_model(
             planned=len(chosen[v]), complete=complete and len(answered) == len(chosen[v]),
         )
     return out
-
-
-def _check_probs(probs: np.ndarray, scene: Mapping[str, Any], spec: ModelSpec) -> None:
-    k = len(scene["text"]["action_list"])
-    if probs.shape != (k,) or not np.all(np.isfinite(probs)) or abs(probs.sum() - 1.0) > 1e-4 or (probs < 0).any():
-        raise DataError(
-            f"row {spec.label!r} returned {probs!r} for scene {scene.get('scene_id')!r}; expected {k} "
-            "non-negative probabilities summing to 1 (one per option)"
-        )

@@ -24,6 +24,7 @@ import numpy as np
 
 from usermirrorer.errors import ConfigError
 from usermirrorer.sim import metrics
+from usermirrorer.sim.evaluation import sample_hits
 
 __all__ = [
     "RunScore",
@@ -77,14 +78,15 @@ def score_run(probs: np.ndarray, targets: np.ndarray, seconds: float, repeats: i
         targets: ``(n,)`` real item positions.
         seconds: model time spent on the ``n`` scenes.
         repeats: behaviours sampled per scene for the accuracy (DESIGN.md §8).
-        seed: seed of the sampling generator (one per row keeps rows reproducible).
+        seed: seed of the sampling generator (one per row keeps rows reproducible): the
+            ``"shared"`` scheme of :mod:`usermirrorer.sim.evaluation`.
     """
     probs = np.asarray(probs, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.int64)
     if probs.ndim != 2 or probs.shape[0] != len(targets) or probs.shape[0] == 0:
         raise ConfigError(f"score_run needs (n, K) probs and n targets with n >= 1; got {probs.shape} and {targets.shape}")
     rows = list(probs)
-    hits = metrics.sampled_hits(rows, targets, repeats, np.random.default_rng(seed))
+    hits = sample_hits(rows, targets, repeats, seed)
     summary = metrics.summarize(rows, targets, hits, repeats)
     n = probs.shape[0]
     expected = float(probs[np.arange(n), targets].mean())

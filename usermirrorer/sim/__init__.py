@@ -1,4 +1,5 @@
-"""The LLM user simulator: prompts, model registry, backends and :class:`UserSimulator`.
+"""The LLM user simulator: prompts, model registry, backends, :class:`UserSimulator`, the choice
+models (:func:`make_choice_model`, the one factory) and their evaluation (:func:`evaluate`).
 
 >>> from usermirrorer.sim import UserSimulator
 >>> sim = UserSimulator("smollm2-135m")            # doctest: +SKIP
@@ -7,6 +8,8 @@
 Importing this package does not import torch or transformers; backends load them when built.
 """
 
+from usermirrorer.sim.choice_models import BASELINE_CHOICE_MODELS, ChoiceModel, make_choice_model
+from usermirrorer.sim.evaluation import Evaluation, ScoredScene, evaluate, evaluate_file
 from usermirrorer.sim.models import resolve_model
 from usermirrorer.sim.prompts import (
     DEFAULT_PROMPTS,
@@ -35,4 +38,11 @@ __all__ = [
     "build_prompt",
     "scene_id",
     "resolve_model",
+    "ChoiceModel",
+    "BASELINE_CHOICE_MODELS",
+    "make_choice_model",
+    "evaluate",
+    "evaluate_file",
+    "Evaluation",
+    "ScoredScene",
 ]

@@ -12,8 +12,11 @@ Each model turns a per-option score into probabilities with a softmax at ``tempe
 - ``popularity``: ``s_j = log(1 + c_j(t))`` with ``c_j(t)`` the item's interaction count
   strictly before the scene time (causal: no future counts). At ``T = 1``, ``p_j`` is
   proportional to ``1 + c_j(t)``.
+- ``most-popular``: all the probability on the option with the most interactions strictly before
+  the scene time, split evenly among options tied for the top (no temperature, no outside
+  option).
 - ``collaborative``: ``s_j`` = the user's collaborative score ``r_u V V^T`` (degree-normalised
-  spectral item embedding, :func:`~usermirrorer.data_pipeline.scorers.spectral_item_embedding`,
+  spectral item embedding, :func:`~usermirrorer.data_pipeline.sampling.scorers.spectral_item_embedding`,
   fitted on ``fit_rows``), standardised over the whole catalog for that user (z-score), so one
   temperature means the same for every user. ``r_u`` is the scene's ``history_item_ids`` when
   given (the env passes the live session history), else the user's log before the scene time.
@@ -37,7 +40,10 @@ from typing import Any
 
 import numpy as np
 
+from usermirrorer.data_pipeline.embeddings import collaborative_embedding
+from usermirrorer.data_pipeline.popularity import CausalCounts
 from usermirrorer.data_pipeline.raw import RawDataset, parse_time
+from usermirrorer.data_pipeline.sampling.scorers import collaborative_scores_for_items
 from usermirrorer.errors import ConfigError, DataError
 from usermirrorer.sim.simulator import ChoiceResult
 
@@ -45,8 +51,9 @@ __all__ = [
     "CHOICE_MODELS",
     "RandomChoiceModel",
     "PopularityChoiceModel",
+    "MostPopularChooser",
     "CollaborativeChoiceModel",
-    "make_choice_model",
+    "make_baseline",
 ]
 
 _RATING_KEY = "rating"
@@ -65,16 +72,12 @@ class _BaselineChoiceModel:
         self.ds = ds
         self.temperature = float(temperature)
         self.skip_quantile = float(skip_quantile)
-        # Interactions ordered by (item, time): counts "before t" are one searchsorted per item.
+        self._counts = CausalCounts(ds)
+        # Interactions ordered by (item, time): an item's ratings before t are one slice.
         order = np.lexsort((ds.inter_time, ds.inter_item))
         self._item_sorted_time = ds.inter_time[order]
         self._item_ptr = np.concatenate(
             [[0], np.cumsum(np.bincount(ds.inter_item, minlength=ds.n_items))]
-        )
-        self._t0 = int(ds.inter_time.min()) if ds.n_interactions else 0
-        self._span = int(ds.inter_time.max()) - self._t0 + 2 if ds.n_interactions else 2
-        self._item_key = ds.inter_item[order].astype(np.int64) * self._span + (
-            self._item_sorted_time - self._t0
         )
         ratings = ds.behavior.get(_RATING_KEY)
         self._ratings = None
@@ -129,10 +132,8 @@ class _BaselineChoiceModel:
         raise NotImplementedError
 
     def counts_before(self, now: int) -> np.ndarray:
-        """Interactions per item strictly before ``now`` (int64, all items)."""
-        offset = min(max(now - self._t0, 0), self._span - 1)
-        queries = np.arange(self.ds.n_items, dtype=np.int64) * self._span + offset
-        return np.searchsorted(self._item_key, queries, side="left") - self._item_ptr[:-1]
+        """Interactions per item strictly before ``now`` (int64, all items; a new array)."""
+        return self._counts.at(now).copy()
 
     def _rating_probs(self, query: dict, now: int) -> np.ndarray:
         levels = [int(x) for x in query["levels"]]
@@ -191,7 +192,27 @@ class PopularityChoiceModel(_BaselineChoiceModel):
     name = "popularity"
 
     def _catalog_scores(self, scene: dict, now: int) -> np.ndarray:
-        return np.log1p(self.counts_before(now).astype(np.float64))
+        return np.log1p(self._counts.at(now).astype(np.float64))
+
+
+class MostPopularChooser(_BaselineChoiceModel):
+    """Picks the option with the most interactions strictly before the scene time.
+
+    The chooser of the issue's warning (51% on standard ML-100K exposures, K=5): all the
+    probability on the most popular option, split evenly among options tied for the top.
+    """
+
+    name = "most-popular"
+
+    def _probs(self, scene: dict) -> np.ndarray:
+        index = self.ds.item_index
+        items = np.array([index[str(i)] for i in scene["impression_list"]], dtype=np.int64)
+        counts = self._counts.at(parse_time(scene["timestamp"]))[items]
+        top = (counts == counts.max()).astype(np.float64)
+        return top / top.sum()
+
+    def __repr__(self) -> str:
+        return f"MostPopularChooser(dataset={self.ds.name!r})"
 
 
 class CollaborativeChoiceModel(_BaselineChoiceModel):
@@ -224,8 +245,6 @@ class CollaborativeChoiceModel(_BaselineChoiceModel):
     ):
         super().__init__(ds, temperature, skip_quantile)
         if embedding is None:
-            from usermirrorer.data_pipeline.embeddings import collaborative_embedding
-
             embedding = collaborative_embedding(ds, project_path, rows=fit_rows, dim=dim, seed=seed)
         embedding = np.asarray(embedding, dtype=np.float32)
         if embedding.ndim != 2 or embedding.shape[0] != ds.n_items:
@@ -235,8 +254,6 @@ class CollaborativeChoiceModel(_BaselineChoiceModel):
         self.embedding = embedding
 
     def _catalog_scores(self, scene: dict, now: int) -> np.ndarray:
-        from usermirrorer.data_pipeline.scorers import collaborative_scores_for_items
-
         history = self._history_items(scene, now)
         scores = collaborative_scores_for_items(self.embedding, [history], self.ds.n_items)[
             0
@@ -248,12 +265,14 @@ class CollaborativeChoiceModel(_BaselineChoiceModel):
 CHOICE_MODELS: dict[str, type[_BaselineChoiceModel]] = {
     "random": RandomChoiceModel,
     "popularity": PopularityChoiceModel,
+    "most-popular": MostPopularChooser,
     "collaborative": CollaborativeChoiceModel,
 }
 
 
-def make_choice_model(name: str, raw_dataset: RawDataset, **kwargs: Any) -> _BaselineChoiceModel:
-    """A baseline choice model by name: ``"random"``, ``"popularity"`` or ``"collaborative"``.
+def make_baseline(name: str, raw_dataset: RawDataset, **kwargs: Any) -> _BaselineChoiceModel:
+    """A non-LLM choice model by name: ``"random"``, ``"popularity"``, ``"most-popular"`` or
+    ``"collaborative"`` (any choice model, LLM included: :func:`usermirrorer.sim.make_choice_model`).
 
     Args:
         name: model name.

@@ -22,11 +22,12 @@ different numbers of options K) and ``targets``: the index of the real chosen it
 
 from __future__ import annotations
 
-import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from usermirrorer.sim.prompts import LETTERS
 
 __all__ = [
     "pad_probs",
@@ -188,7 +189,7 @@ class FidelitySummary:
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("n", "accuracy", "ci_low", "ci_high", "top1_accuracy", "log_loss", "ece", "random_accuracy", "repeats")}
-        letters = string.ascii_uppercase
+        letters = LETTERS
         d["letter_share"] = {letters[i]: float(x) for i, x in enumerate(self.letter_share)}
         d["target_share"] = {letters[i]: float(x) for i, x in enumerate(self.target_share)}
         return d

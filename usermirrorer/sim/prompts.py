@@ -23,6 +23,9 @@ out keep their defaults. Example::
 
 ``user_template`` must contain the placeholders ``{profile}``, ``{history}`` and
 ``{exposure_list}``; ``option_template`` must contain ``{letter}`` and ``{item}``.
+
+:func:`scene_id` and :func:`scene_text` live with the scene type in
+:mod:`usermirrorer.data_pipeline.scene` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from usermirrorer.data_pipeline.scene import scene_id, scene_text
 from usermirrorer.errors import ConfigError, DataError
 
 __all__ = [
@@ -252,38 +256,6 @@ def option_letters(n_options: int, where: str = "") -> tuple[str, ...]:
     if n_options < 1:
         raise DataError(f"{where + ': ' if where else ''}the exposure list (text.action_list) is empty; expected 1-26 items")
     return tuple(LETTERS[:n_options])
-
-
-def scene_id(scene: dict[str, Any]) -> str:
-    """A stable id: ``scene["scene_id"]`` or ``dataset:user_id:item_id:timestamp``."""
-    sid = scene.get("scene_id")
-    if sid is not None:
-        return str(sid)
-    return ":".join(str(scene.get(k, "")) for k in ("dataset", "user_id", "item_id", "timestamp"))
-
-
-def scene_text(scene: dict[str, Any]) -> tuple[str, str, list[str]]:
-    """``(profile, history, action_list)`` of a scene, validated.
-
-    Raises:
-        DataError: ``text`` missing or of the wrong type, naming the scene.
-    """
-    if not isinstance(scene, dict):
-        raise DataError(f"a scene must be a dict with a 'text' field, got {type(scene).__name__}")
-    text = scene.get("text")
-    sid = scene_id(scene)
-    if not isinstance(text, dict):
-        raise DataError(f"scene {sid!r}: field 'text' must be an object with profile/history/action_list, got {text!r:.80}")
-    problems = []
-    for key in ("profile", "history"):
-        if not isinstance(text.get(key), str):
-            problems.append(f"scene {sid!r}: text.{key}: expected a string, got {type(text.get(key)).__name__}")
-    actions = text.get("action_list")
-    if not isinstance(actions, list) or not all(isinstance(a, str) for a in actions):
-        problems.append(f"scene {sid!r}: text.action_list: expected a list of strings, got {actions!r:.80}")
-    if problems:
-        raise DataError("malformed scene", problems)
-    return text["profile"], text["history"], actions
 
 
 def build_messages(

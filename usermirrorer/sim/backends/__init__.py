@@ -6,7 +6,7 @@ never pulls vLLM or an HTTP client:
 ====================  ===================================================================
 name                  class
 ====================  ===================================================================
-``"transformers"``    :class:`usermirrorer.sim.backends.hf.TransformersBackend` (CPU/GPU)
+``"transformers"``    :class:`usermirrorer.sim.backends.transformers_backend.TransformersBackend` (CPU/GPU)
 ``"vllm"``            ``usermirrorer.sim.backends.vllm_backend.VLLMBackend`` (GPU)
 ``"openai"``          ``usermirrorer.sim.backends.openai_backend.OpenAIBackend`` (servers)
 ====================  ===================================================================
@@ -19,12 +19,13 @@ from typing import Any
 
 from usermirrorer.errors import ConfigError, MissingDependency
 from usermirrorer.sim.backends.base import Backend, renormalise_logprobs
+from usermirrorer.sim.models import resolve_model
 
 __all__ = ["Backend", "BACKENDS", "make_backend", "renormalise_logprobs"]
 
 # name -> ("module:Class", whether the model name goes through the local model registry)
 BACKENDS: dict[str, tuple[str, bool]] = {
-    "transformers": ("usermirrorer.sim.backends.hf:TransformersBackend", True),
+    "transformers": ("usermirrorer.sim.backends.transformers_backend:TransformersBackend", True),
     "vllm": ("usermirrorer.sim.backends.vllm_backend:VLLMBackend", True),
     # An OpenAI-compatible server names its models itself: pass the name through untouched.
     "openai": ("usermirrorer.sim.backends.openai_backend:OpenAIBackend", False),
@@ -59,7 +60,5 @@ def make_backend(name: str, model: str, **kwargs: Any) -> Backend:
             raise MissingDependency(exc.name.split(".")[0], key) from exc
         raise
     if resolves_model:
-        from usermirrorer.sim.models import resolve_model
-
         model = resolve_model(model)
     return getattr(module, class_name)(model, **kwargs)

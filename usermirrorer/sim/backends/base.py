@@ -12,6 +12,7 @@ worker (DESIGN.md §9).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -19,7 +20,17 @@ import numpy as np
 from usermirrorer.errors import BackendError
 from usermirrorer.sim.prompts import Prompt
 
-__all__ = ["Backend", "ChatPromptEncoder", "Prompt", "renormalise_logprobs", "single_token_letter_ids", "cut_at_stop"]
+__all__ = [
+    "Backend",
+    "BackendStats",
+    "ChatPromptEncoder",
+    "Prompt",
+    "cut_at_stop",
+    "floor_missing_logprobs",
+    "prompt_seeds",
+    "renormalise_logprobs",
+    "single_token_letter_ids",
+]
 
 # Characters of rendered text looked back at when checking that a letter is one token.
 _TAIL_CHARS = 24
@@ -182,3 +193,45 @@ class ChatPromptEncoder:
         """Letter token ids for one prompt (looks at the end of its rendered text)."""
         source = self.render(prompt) if len(prompt.assistant_prefix) < _TAIL_CHARS else prompt.assistant_prefix
         return self.letter_token_ids(source[-_TAIL_CHARS:], tuple(letters))
+
+
+@dataclass
+class BackendStats:
+    """Token counters, to see how much work the prefix cache saved."""
+
+    prompts: int = 0
+    prompt_tokens: int = 0
+    computed_tokens: int = 0
+    cache_hits: int = 0
+
+    @property
+    def reused_fraction(self) -> float:
+        return 1.0 - self.computed_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
+
+
+def prompt_seeds(seed: int, n_prompts: int) -> list[int]:
+    """One independent 63-bit seed per prompt, derived from ``seed``.
+
+    Engines seed each request separately; giving every prompt of a batch the same seed would
+    make identical prompts return identical samples, so each prompt gets its own stream.
+    """
+    states = np.random.SeedSequence(int(seed)).spawn(n_prompts)
+    return [int(s.generate_state(1, np.uint64)[0] >> np.uint64(1)) for s in states]
+
+
+def floor_missing_logprobs(found: dict[int, float], letter_ids: list[int], floor: float | None) -> tuple[np.ndarray, int]:
+    """Log-probabilities of ``letter_ids`` from a top-k dict, filling letters that are absent.
+
+    A letter missing from a top-k list has a log-probability at most the smallest value
+    listed; it gets ``floor`` when given, else that smallest value (an upper bound, so the
+    renormalised probability of missing letters is over- rather than under-stated).
+
+    Returns:
+        ``(raw log-probabilities, number of letters filled in)``.
+    """
+    if not found:
+        raise BackendError("the server returned no log-probabilities for the next token")
+    fill = float(floor) if floor is not None else min(found.values())
+    values = [found.get(t) for t in letter_ids]
+    missing = sum(v is None for v in values)
+    return np.array([fill if v is None else v for v in values], dtype=np.float64), missing

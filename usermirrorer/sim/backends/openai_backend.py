@@ -45,8 +45,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from usermirrorer.errors import BackendError, ConfigError, DataError, MissingDependency, data_problem
-from usermirrorer.sim.backends.base import ChatPromptEncoder, Prompt, cut_at_stop, renormalise_logprobs
-from usermirrorer.sim.backends.vllm_backend import floor_missing_logprobs, prompt_seeds
+from usermirrorer.sim.backends.base import (
+    ChatPromptEncoder,
+    Prompt,
+    cut_at_stop,
+    floor_missing_logprobs,
+    prompt_seeds,
+    renormalise_logprobs,
+)
+from usermirrorer.sim.models import resolve_model
 
 __all__ = [
     "OpenAIBackend",
@@ -442,8 +449,6 @@ def read_batch_jsonl(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]
 
 # ---------------------------------------------------------------------- response helpers
 def _load_encoder(tokenizer: str, model: str) -> ChatPromptEncoder:
-    from usermirrorer.sim.models import resolve_model
-
     try:
         path = resolve_model(tokenizer)
         return ChatPromptEncoder.from_pretrained(path, model)

@@ -11,7 +11,7 @@ Scoring asks the engine for exactly one next token after the assistant prefix wi
 and renormalises those K log-probabilities over the letters — the same numbers the
 transformers backend computes (log-softmax over the vocabulary restricted to the letters).
 
-Prompts are rendered exactly as :class:`~usermirrorer.sim.backends.hf.TransformersBackend`
+Prompts are rendered exactly as :class:`~usermirrorer.sim.backends.transformers_backend.TransformersBackend`
 renders them (chat template with the generation prompt, then the assistant prefix) and sent
 to the engine as token ids, so both backends score the same tokens. Automatic prefix caching
 makes the shared system prompt (and a session's profile + history) cost nothing after the
@@ -34,8 +34,16 @@ from typing import Any
 import numpy as np
 
 from usermirrorer.errors import BackendError, ConfigError, MissingDependency
-from usermirrorer.sim.backends.base import ChatPromptEncoder, Prompt, cut_at_stop, renormalise_logprobs
-from usermirrorer.sim.backends.hf import BackendStats
+from usermirrorer.sim.backends.base import (
+    BackendStats,
+    ChatPromptEncoder,
+    Prompt,
+    cut_at_stop,
+    floor_missing_logprobs,
+    prompt_seeds,
+    renormalise_logprobs,
+)
+from usermirrorer.sim.models import resolve_model
 
 __all__ = ["VLLMBackend", "ChatPromptEncoder", "prompt_seeds", "floor_missing_logprobs"]
 
@@ -48,34 +56,6 @@ _DTYPES = {
     "float16": "float16", "fp16": "float16", "half": "float16",
 }
 CPU_KV_CACHE_BYTES = 1 << 30
-
-def prompt_seeds(seed: int, n_prompts: int) -> list[int]:
-    """One independent 63-bit seed per prompt, derived from ``seed``.
-
-    Engines seed each request separately; giving every prompt of a batch the same seed would
-    make identical prompts return identical samples, so each prompt gets its own stream.
-    """
-    states = np.random.SeedSequence(int(seed)).spawn(n_prompts)
-    return [int(s.generate_state(1, np.uint64)[0] >> np.uint64(1)) for s in states]
-
-
-def floor_missing_logprobs(found: dict[int, float], letter_ids: list[int], floor: float | None) -> tuple[np.ndarray, int]:
-    """Log-probabilities of ``letter_ids`` from a top-k dict, filling letters that are absent.
-
-    A letter missing from a top-k list has a log-probability at most the smallest value
-    listed; it gets ``floor`` when given, else that smallest value (an upper bound, so the
-    renormalised probability of missing letters is over- rather than under-stated).
-
-    Returns:
-        ``(raw log-probabilities, number of letters filled in)``.
-    """
-    if not found:
-        raise BackendError("the server returned no log-probabilities for the next token")
-    fill = float(floor) if floor is not None else min(found.values())
-    values = [found.get(t) for t in letter_ids]
-    missing = sum(v is None for v in values)
-    return np.array([fill if v is None else v for v in values], dtype=np.float64), missing
-
 
 class VLLMBackend:
     """Score and generate with a vLLM engine (``vllm.LLM``), offline in this process.
@@ -120,8 +100,6 @@ class VLLMBackend:
             from vllm import LLM, SamplingParams
         except ImportError as exc:
             raise MissingDependency("vllm", "vllm") from exc
-        from usermirrorer.sim.models import resolve_model
-
         key = str(dtype).lower()
         if key not in _DTYPES:
             raise ConfigError(f"dtype {dtype!r} is not known; expected one of {sorted(set(_DTYPES))}")

@@ -1,0 +1,49 @@
+"""Argument groups shared by several subcommands (the LLM stages ``decisions`` and ``probs``)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from usermirrorer.data_pipeline.training.stage import VERSIONS
+from usermirrorer.errors import ConfigError
+
+__all__ = ["add_llm_stage_arguments", "add_batch_arguments", "check_batch_arguments", "backend_kwargs_from_args"]
+
+
+def add_llm_stage_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments shared by ``decisions`` and ``probs``."""
+    p.add_argument("--dataset", required=True, help="dataset name: reads <project>/datasets/<D>_train.jsonl")
+    p.add_argument("--project-path", required=True, help="working directory (DESIGN §2 layout)")
+    p.add_argument("--model", required=True, help="registry name (smollm2-135m, tiny-random, ...), folder or hub id")
+    p.add_argument("--version", required=True, choices=VERSIONS, help="which decisions file: strong or weak")
+    p.add_argument("--backend", default="transformers", choices=("transformers", "vllm", "openai"))
+    p.add_argument("--chunk-size", type=int, default=4, help="scenes per backend call and per flush to disk")
+    p.add_argument("--limit", type=int, help="only the first N train scenes")
+    p.add_argument("--dtype", help="transformers backend: torch dtype (e.g. bfloat16, float32)")
+    p.add_argument("--base-url", help="openai backend: server URL")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def add_batch_arguments(p: argparse.ArgumentParser) -> None:
+    """``--batch-out`` / ``--batch-in`` of the OpenAI Batch route (``--backend openai``)."""
+    p.add_argument("--batch-out", metavar="FILE",
+                   help="openai backend: write OpenAI Batch requests for the unfinished scenes here, call no server")
+    p.add_argument("--batch-in", metavar="FILE",
+                   help="openai backend: read a finished OpenAI Batch output file and append its results")
+
+
+def check_batch_arguments(args: argparse.Namespace) -> None:
+    if (args.batch_out or args.batch_in) and args.backend != "openai":
+        raise ConfigError(f"--batch-out/--batch-in go with --backend openai, got --backend {args.backend}")
+    if args.batch_out and args.batch_in:
+        raise ConfigError("pass either --batch-out (write requests) or --batch-in (read results), not both")
+
+
+def backend_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if getattr(args, "dtype", None):
+        kwargs["dtype"] = args.dtype
+    if getattr(args, "base_url", None):
+        kwargs["base_url"] = args.base_url
+    return kwargs

@@ -1,5 +1,0 @@
-"""The generic strategy, used for any dataset that has no strategy of its own."""
-
-from usermirrorer.data_pipeline.strategies.base import GenericStrategy
-
-__all__ = ["GenericStrategy"]

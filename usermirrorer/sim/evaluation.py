@@ -1,0 +1,477 @@
+"""Evaluating a choice model on logged scenes: probabilities, sampled behaviours, metrics (DESIGN.md §8).
+
+:func:`evaluate` is the one loop: it feeds the scenes to ``model.choice_probs`` in batches
+(timing each batch, checking each distribution), draws ``repeats`` behaviours per scene and
+returns an :class:`Evaluation` whose :meth:`~Evaluation.summary` holds the
+:mod:`usermirrorer.sim.metrics` numbers. The ``usermirrorer eval`` command and the reproduce
+pipeline run it over a scenes file with :func:`evaluate_file` (per-scene records appended as
+they come, so a re-run resumes); the fidelity benchmark runs it under its own per-row cache.
+
+**Sampling behaviours.** Two seeded schemes, because two published result sets use them:
+
+- ``"per-scene"`` (eval command): scene ``s`` gets its own generator
+  :func:`scene_rng` ``(seed, scene_id(s))``, so its behaviours do not depend on batching,
+  resuming or which other scenes are evaluated;
+- ``"shared"`` (fidelity benchmark): one ``np.random.default_rng(seed)`` draws an
+  ``(n, repeats)`` block for the scenes in order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from usermirrorer.data_pipeline.jsonl import JsonlAppender, done_keys, iter_jsonl
+from usermirrorer.data_pipeline.raw import load_raws
+from usermirrorer.data_pipeline.scene import scene_id, scene_target
+from usermirrorer.errors import ConfigError, DataError, data_problem
+from usermirrorer.sim import metrics
+from usermirrorer.sim.choice_models import BASELINE_CHOICE_MODELS, ChoiceModel, make_choice_model
+from usermirrorer.sim.prompts import load_prompts
+from usermirrorer.sim.simulator import SimOptions
+
+__all__ = [
+    "SAMPLING",
+    "scene_rng",
+    "sample_hits",
+    "ScoredScene",
+    "Evaluation",
+    "evaluate",
+    "evaluate_file",
+]
+
+SAMPLING = ("per-scene", "shared")
+
+
+def scene_rng(seed: int, sid: str) -> np.random.Generator:
+    """The generator of scene ``sid``'s behaviours under ``seed`` (the ``"per-scene"`` scheme)."""
+    return np.random.default_rng([int(seed), zlib.crc32(sid.encode("utf-8"))])
+
+
+def sample_hits(probs: Sequence[np.ndarray], targets: Sequence[int], repeats: int, seed: int,
+                scene_ids: Sequence[str] | None = None) -> np.ndarray:
+    """How many of ``repeats`` behaviours drawn per scene equal the real item (int64, per scene).
+
+    Args:
+        probs: per-scene distributions (lengths may differ).
+        targets: the real item's position per scene.
+        repeats: behaviours per scene.
+        seed: sampling seed.
+        scene_ids: given: one generator per scene (``"per-scene"``); None: one generator for
+            all (``"shared"``).
+    """
+    if scene_ids is None:
+        return metrics.sampled_hits(list(probs), targets, repeats, np.random.default_rng(seed))
+    return np.array([metrics.sampled_hits([p], [t], repeats, scene_rng(seed, sid))[0]
+                     for p, t, sid in zip(probs, targets, scene_ids)], dtype=np.int64).reshape(-1)
+
+
+@dataclass
+class ScoredScene:
+    """One scene's answer.
+
+    Attributes:
+        index: position of the scene in :func:`evaluate`'s input.
+        scene_id: :func:`~usermirrorer.data_pipeline.scene.scene_id` of the scene.
+        group: its group (e.g. dataset), None when :func:`evaluate` got no groups.
+        scene: the scene itself.
+        target: the real item's position.
+        probs: ``(K,)`` float64 choice probabilities.
+        seconds: this scene's share of its batch's model time.
+        rationales: decision mode: the thoughts (may be empty).
+        thought_probs: decision mode: one distribution per thought; else None.
+        hits: sampled behaviours equal to the real item (None without ``repeats``).
+    """
+
+    index: int
+    scene_id: str
+    group: str | None
+    scene: Mapping[str, Any] = field(repr=False)
+    target: int
+    probs: np.ndarray
+    seconds: float
+    rationales: list[str] = field(default_factory=list, repr=False)
+    thought_probs: np.ndarray | None = field(default=None, repr=False)
+    hits: int | None = None
+
+
+@dataclass
+class Evaluation:
+    """A choice model's answers on scenes.
+
+    Attributes:
+        scored: the answered scenes, in input order.
+        repeats: behaviours sampled per scene (None: none drawn).
+        complete: False when a time budget stopped the run before the last scene.
+    """
+
+    scored: list[ScoredScene]
+    repeats: int | None
+    complete: bool = True
+
+    @property
+    def scene_ids(self) -> list[str]:
+        return [s.scene_id for s in self.scored]
+
+    @property
+    def probs(self) -> list[np.ndarray]:
+        return [s.probs for s in self.scored]
+
+    @property
+    def targets(self) -> np.ndarray:
+        return np.array([s.target for s in self.scored], dtype=np.int64)
+
+    @property
+    def hits(self) -> np.ndarray:
+        return np.array([s.hits for s in self.scored], dtype=np.int64)
+
+    @property
+    def seconds(self) -> float:
+        return float(sum(s.seconds for s in self.scored))
+
+    def summary(self, overall: str | None = "all") -> dict[str, metrics.FidelitySummary]:
+        """:func:`usermirrorer.sim.metrics.summarize_by_group` per group (one ``"all"`` group
+        without groups), plus an ``overall`` row when there are several groups."""
+        if self.repeats is None:
+            raise ConfigError("this evaluation drew no behaviours (repeats=None): it has no accuracy")
+        groups = [s.group if s.group is not None else "all" for s in self.scored]
+        return metrics.summarize_by_group(groups, self.probs, self.targets, self.hits, self.repeats, overall)
+
+
+def evaluate(
+    scenes: Sequence[Mapping[str, Any]],
+    model: ChoiceModel | Callable[[str | None], ChoiceModel],
+    *,
+    repeats: int | None = 10,
+    seed: int = 0,
+    batch_size: int = 8,
+    sampling: str = "per-scene",
+    groups: Sequence[str] | None = None,
+    targets: Sequence[int] | None = None,
+    choice_kwargs: Callable[[int], Mapping[str, Any]] | None = None,
+    budget_seconds: float | None = None,
+    on_batch: Callable[[list[ScoredScene]], None] | None = None,
+    label: str = "the choice model",
+) -> Evaluation:
+    """Answer every scene with ``model`` and draw ``repeats`` behaviours per scene.
+
+    Args:
+        scenes: the scenes, each with ``text.action_list`` and the real item (``item_pos``).
+        model: a choice model, or ``group -> choice model`` (called once per group, with None
+            when there are no groups, and only if that group has scenes).
+        repeats: behaviours sampled per scene; None: probabilities only.
+        seed: sampling seed (see the module docstring).
+        batch_size: scenes per ``choice_probs`` call.
+        sampling: ``"per-scene"`` or ``"shared"`` (module docstring).
+        groups: one group per scene (e.g. its dataset): batches never mix groups and the
+            groups run in order of first appearance. None: batches follow the input order.
+        targets: the real item's position per scene (default: ``scene_target`` of each).
+        choice_kwargs: ``batch start within its group -> keyword arguments`` of
+            ``choice_probs`` (e.g. ``mode``, a per-batch ``seed``); None: no arguments.
+        budget_seconds: start no new batch after this much time (the model's construction
+            included); the evaluation then holds the scenes answered so far and
+            ``complete`` is False.
+        on_batch: called with each batch's :class:`ScoredScene` list as it is answered (to
+            write results incrementally); hits are set already with ``"per-scene"`` sampling.
+        label: names the model in error messages.
+
+    Raises:
+        ConfigError: an unknown ``sampling`` or a batch size below 1.
+        DataError: a scene without a valid real-item position, or a distribution of the
+            wrong length / not summing to 1.
+    """
+    if sampling not in SAMPLING:
+        raise ConfigError(f"sampling must be one of {list(SAMPLING)}, got {sampling!r}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    started = time.perf_counter()
+    keys = [None] * len(scenes) if groups is None else [str(g) for g in groups]
+    members: dict[str | None, list[int]] = {}
+    for i, key in enumerate(keys):
+        members.setdefault(key, []).append(i)
+    per_scene = repeats is not None and sampling == "per-scene"
+    scored: list[ScoredScene] = []
+    complete = True
+    for key, indices in members.items():
+        chooser = model if callable(getattr(model, "choice_probs", None)) else model(key)
+        for start in range(0, len(indices), batch_size):
+            if budget_seconds is not None and time.perf_counter() - started > budget_seconds:
+                complete = False
+                break
+            chunk = indices[start:start + batch_size]
+            kwargs = dict(choice_kwargs(start)) if choice_kwargs is not None else {}
+            began = time.perf_counter()
+            results = chooser.choice_probs([scenes[i] for i in chunk], **kwargs)
+            spent = time.perf_counter() - began
+            batch = []
+            for i, result in zip(chunk, results):
+                scene = scenes[i]
+                probs = np.asarray(result.probs, dtype=np.float64)
+                _check_probs(probs, scene, label)
+                item = ScoredScene(
+                    index=i, scene_id=scene_id(scene), group=key, scene=scene,
+                    target=int(targets[i]) if targets is not None else scene_target(scene),
+                    probs=probs, seconds=spent / len(chunk),
+                    rationales=list(getattr(result, "rationales", None) or []),
+                    thought_probs=getattr(result, "thought_probs", None),
+                )
+                if per_scene:
+                    item.hits = int(sample_hits([probs], [item.target], repeats, seed, [item.scene_id])[0])
+                batch.append(item)
+            scored.extend(batch)
+            if on_batch is not None:
+                on_batch(batch)
+        if not complete:
+            break
+    scored.sort(key=lambda s: s.index)
+    if repeats is not None and sampling == "shared" and scored:
+        hits = sample_hits([s.probs for s in scored], [s.target for s in scored], repeats, seed)
+        for item, h in zip(scored, hits):
+            item.hits = int(h)
+    return Evaluation(scored=scored, repeats=repeats, complete=complete)
+
+
+def _check_probs(probs: np.ndarray, scene: Mapping[str, Any], label: str) -> None:
+    k = len(scene["text"]["action_list"])
+    if probs.shape != (k,) or not np.all(np.isfinite(probs)) or abs(probs.sum() - 1.0) > 1e-4 or (probs < 0).any():
+        raise DataError(
+            f"{label} returned {probs!r} for scene {scene.get('scene_id')!r}; expected {k} "
+            "non-negative probabilities summing to 1 (one per option)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# a scenes file, resumable (the `usermirrorer eval` command, the reproduce pipeline)
+
+
+class _ModelPerDataset:
+    """The choice model per dataset: one simulator for all, or one baseline per raw dataset."""
+
+    def __init__(self, model: str | ChoiceModel, project_path: str | os.PathLike | None, **llm: Any):
+        self.name = model
+        self.project_path = project_path
+        self.baseline = isinstance(model, str) and model in BASELINE_CHOICE_MODELS
+        self._models: dict[str, ChoiceModel] = {}
+        if not self.baseline:
+            self.model = make_choice_model(model, **llm)
+
+    def __call__(self, dataset: str) -> ChoiceModel:
+        if not self.baseline:
+            return self.model
+        if dataset not in self._models:
+            if not self.project_path:
+                raise ConfigError(f"--model {self.name!r} reads the interaction log: pass --project-path")
+            self._models[dataset] = make_choice_model(self.name, load_raws(self.project_path, dataset))
+        return self._models[dataset]
+
+    @property
+    def description(self) -> str:
+        return self.name if self.baseline else repr(getattr(self.model, "backend", self.model))
+
+
+def _load_scenes(path: Path, limit: int | None) -> list[tuple[int, dict]]:
+    if not path.exists():
+        raise ConfigError(f"--input {str(path)!r} does not exist; build scenes with `usermirrorer scenes` first")
+    scenes = []
+    for lineno, record in iter_jsonl(path):
+        scenes.append((lineno, record))
+        if limit is not None and len(scenes) >= limit:
+            break
+    if not scenes:
+        raise DataError("no scenes to evaluate", [data_problem(path, None, None, "the file has no records")])
+    return scenes
+
+
+def evaluate_file(
+    input: str | os.PathLike,
+    output: str | os.PathLike,
+    model: str | ChoiceModel = "smollm2-135m",
+    *,
+    mode: str = "direct",
+    repeat: int = 10,
+    n_thoughts: int = 1,
+    max_thought_tokens: int = 256,
+    temperature: float = 1.0,
+    top_p: float = 0.9,
+    backend: str = "transformers",
+    batch_size: int = 8,
+    limit: int | None = None,
+    seed: int = 0,
+    dtype: str = "auto",
+    share_prefix: bool = True,
+    threads: int | None = None,
+    prompts: str | os.PathLike | None = None,
+    truncate_history: bool = False,
+    project_path: str | os.PathLike | None = None,
+    console: Any = None,
+) -> dict[str, Any]:
+    """Evaluate a choice model on a scenes file; resumable; prints a table per dataset.
+
+    Appends one record per scene to ``output`` as it goes (``scene_id, dataset, user_id,
+    item_id, item_pos, n_options, probs, hits, repeat, model, mode`` + ``rationales`` and
+    ``thought_probs`` in decision mode); scenes already there are skipped. Behaviours are
+    drawn with the ``"per-scene"`` scheme. The metrics cover every finished record of the
+    input's scenes (this run's and earlier ones) and are written to
+    ``<output>.summary.json``.
+
+    Args:
+        input: scenes JSONL (e.g. ``<project>/datasets/<D>_eval.jsonl``).
+        output: per-scene results JSONL.
+        model: LLM name / folder, a baseline name (``random``, ``popularity``,
+            ``collaborative``: one per dataset, from ``project_path``), or a choice model.
+        mode, n_thoughts, max_thought_tokens, temperature, top_p, truncate_history: the
+            simulator's :class:`~usermirrorer.sim.SimOptions` (``seed`` and ``batch_size``
+            too).
+        repeat: behaviours sampled per scene.
+        backend: LLM backend; ``dtype``, ``share_prefix`` and ``threads`` set the
+            ``transformers`` one.
+        batch_size: scenes per model call.
+        limit: only the first ``limit`` scenes of ``input``.
+        seed: behaviour sampling seed; batch ``b`` of a dataset asks the model with
+            ``seed + b * batch_size``.
+        prompts: YAML/JSON file overriding prompt texts.
+        project_path: project folder with ``raws/`` (baselines).
+        console: a ``rich`` console (default: a new one, 160 columns wide off a terminal).
+
+    Returns:
+        The summary written to ``<output>.summary.json``.
+    """
+    if repeat < 1:
+        raise ConfigError(f"--repeat must be >= 1, got {repeat}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=160)  # a log file or pipe: do not squeeze the table to 80 columns
+    name = model if isinstance(model, str) else getattr(model, "name", type(model).__name__)
+    in_path, out_path = Path(input), Path(output)
+    scenes = _load_scenes(in_path, limit)
+    ids: list[str] = []
+    for lineno, scene in scenes:
+        scene_target(scene, f"{in_path}:{lineno}")
+        ids.append(scene_id(scene))
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise DataError("scene ids are not unique; resuming needs them", [data_problem(in_path, None, "scene_id", f"{dup!r} repeats")])
+    done = done_keys(out_path, lambda r: r.get("scene_id"))
+    todo = [(lineno, s) for sid, (lineno, s) in zip(ids, scenes) if sid not in done]
+    console.print(f"[bold]usermirrorer eval[/]: {len(scenes)} scenes, {len(scenes) - len(todo)} already in {out_path}, "
+                  f"{len(todo)} to score")
+
+    seconds: dict[str, float] = {}
+    counted: dict[str, int] = {}
+    if todo:
+        llm: dict[str, Any] = {}
+        if not isinstance(model, str) or model not in BASELINE_CHOICE_MODELS:
+            backend_kwargs: dict[str, Any] = {}
+            if backend in ("transformers", "hf"):
+                backend_kwargs = {"dtype": dtype, "share_prefix": share_prefix, "num_threads": threads,
+                                  "remember_rows": False}  # eval scenes do not repeat: keep only shared prefixes
+            llm = {"backend": backend, "backend_kwargs": backend_kwargs,
+                   "prompts": load_prompts(prompts) if prompts else None,
+                   "options": SimOptions(mode=mode, n_thoughts=n_thoughts, temperature=temperature, top_p=top_p,
+                                         max_thought_tokens=max_thought_tokens, batch_size=batch_size, seed=seed,
+                                         truncate_history=truncate_history)}
+        models = _ModelPerDataset(model, project_path, **llm)
+        console.print(f"model: {models.description}, mode: {mode}")
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+        with progress, JsonlAppender(out_path) as out:
+            task = progress.add_task("scoring", total=len(todo))
+
+            def write(batch: list[ScoredScene]) -> None:
+                records = []
+                for s in batch:
+                    seconds[s.group] = seconds.get(s.group, 0.0) + s.seconds
+                    counted[s.group] = counted.get(s.group, 0) + 1
+                    rec = {
+                        "scene_id": s.scene_id, "dataset": s.group, "user_id": s.scene.get("user_id"),
+                        "item_id": s.scene.get("item_id"), "item_pos": s.target, "n_options": len(s.probs),
+                        "probs": [round(float(p), 6) for p in s.probs], "hits": s.hits, "repeat": repeat,
+                        "model": name, "mode": mode,
+                    }
+                    if s.rationales:
+                        rec["rationales"] = s.rationales
+                    if s.thought_probs is not None:
+                        rec["thought_probs"] = np.round(s.thought_probs, 6).tolist()
+                    records.append(rec)
+                out.write(records)
+                progress.advance(task, len(batch))
+
+            evaluate(
+                [s for _, s in todo], models, repeats=repeat, seed=seed, batch_size=batch_size,
+                groups=[str(s.get("dataset", "")) for _, s in todo],
+                targets=[scene_target(s, f"{in_path}:{lineno}") for lineno, s in todo],
+                choice_kwargs=lambda start: {"mode": mode, "n_thoughts": n_thoughts, "seed": seed + start},
+                on_batch=write, label=f"--model {name!r}",
+            )
+
+    # Metrics over every finished record of the input scenes (this run and earlier ones).
+    wanted = set(ids)
+    finished = {}
+    for _, rec in iter_jsonl(out_path):
+        if rec.get("scene_id") in wanted:
+            finished[rec["scene_id"]] = rec
+    records = [finished[i] for i in ids if i in finished]
+    summary = _summarize(records)
+    speed = {d: counted[d] / seconds[d] for d in counted if seconds.get(d, 0) > 0}
+    _print_table(console, summary, speed, name, mode, repeat)
+    summary_path = out_path.with_name(out_path.name + ".summary.json")
+    payload = {
+        "model": name, "mode": mode, "input": str(in_path), "repeat": records[0]["repeat"] if records else repeat,
+        "log_loss_unit": "nats", "accuracy_ci": "95% normal approximation over scenes",
+        "datasets": {k: {**v.to_dict(), "scenes_per_s": speed.get(k)} for k, v in summary.items()},
+    }
+    summary_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    console.print(f"per-scene results: {out_path}\nsummary: {summary_path}")
+    return payload
+
+
+def _summarize(records: list[dict]) -> dict[str, metrics.FidelitySummary]:
+    if not records:
+        return {}
+    repeats = {r["repeat"] for r in records}
+    if len(repeats) > 1:
+        raise ConfigError(f"the output file mixes --repeat values {sorted(repeats)}; use a fresh --output")
+    return metrics.summarize_by_group(
+        [r["dataset"] for r in records],
+        [np.asarray(r["probs"], dtype=np.float64) for r in records],
+        [r["item_pos"] for r in records],
+        [r["hits"] for r in records],
+        repeats.pop(),
+    )
+
+
+def _print_table(console: Any, summary: dict, speed: dict[str, float], model: str, mode: str, repeat: int) -> None:
+    table = Table(title=f"eval: {model} ({mode}), accuracy over {repeat} sampled behaviours per scene")
+    for col, justify in (("dataset", "left"), ("n", "right"), ("acc % [95% CI]", "right"), ("top-1 %", "right"), ("random %", "right"),
+                         ("log-loss nats", "right"), ("ECE", "right"), ("choice share A.. %", "left"),
+                         ("real item at A.. %", "left"), ("scenes/s", "right")):
+        table.add_column(col, justify=justify, no_wrap=True)
+    for group, s in summary.items():
+        ci = f"{100 * s.accuracy:.1f} [{100 * s.ci_low:.1f}, {100 * s.ci_high:.1f}]" if np.isfinite(s.ci_low) else f"{100 * s.accuracy:.1f}"
+        share = " ".join(f"{100 * x:.0f}" for x in s.letter_share)
+        tshare = " ".join(f"{100 * x:.0f}" for x in s.target_share)
+        sp = speed.get(group)
+        table.add_row(group, str(s.n), ci, f"{100 * s.top1_accuracy:.1f}", f"{100 * s.random_accuracy:.1f}", f"{s.log_loss:.3f}", f"{s.ece:.3f}",
+                      share, tshare, f"{sp:.2f}" if sp else "—")
+    console.print(table)
