@@ -283,7 +283,7 @@ def test_successive_draws_match_sampling_without_replacement():
     (w_i / W) * (w_j / (W - w_i)) over the valid items, including when heavy items are invalid."""
     from itertools import permutations
 
-    from usermirrorer.data_pipeline.sampling.sampler import _successive_draws
+    from usermirrorer.data_pipeline.sampling.draws import successive_draws as _successive_draws
 
     weights = np.array([8.0, 4.0, 2.0, 1.0, 1.0, 0.5])
     valid = np.ones((60000, 6), dtype=bool)
