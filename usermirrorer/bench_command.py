@@ -47,8 +47,11 @@ def _add_fidelity(sub: argparse._SubParsersAction) -> None:
             no model here was trained on, K=5 options, the real item at a uniform position, in
             two variants over the same target interactions: the standard construction
             (DESIGN.md §3) and popularity-matched negatives. Evaluates side by side: random,
-            popularity (causal counts), most popular, collaborative, the base LLM in direct
-            mode (all scenes) and decision mode (--decision-limit scenes), the direct-mode
+            popularity (causal counts), most popular, collaborative, content similarity and a
+            learned multinomial logit (both fitted on --fit-scenes train-user scenes), the base
+            LLM in likelihood mode (option texts scored by PMI, temperature fitted on
+            --likelihood-fit-scenes train-user scenes), direct mode (all scenes, or
+            --llm-limit) and decision mode (--decision-limit scenes), the direct-mode
             fine-tune (if `usermirrorer bench fidelity-finetune` was run), the pipeline's
             fine-tunes (--finetuned) and any --model. Writes fidelity.md/.json and two PNGs.
             Each row's answers are cached per scene: an interrupted run resumes."""),
@@ -75,13 +78,23 @@ def _add_fidelity(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate every row on at most N scenes per variant")
     p.add_argument("--llm-limit", type=int, default=None,
                    help="evaluate direct-mode LLM rows on at most N scenes per variant (log-only rows use all)")
+    p.add_argument("--likelihood-limit", type=int, default=None,
+                   help="evaluate likelihood-mode LLM rows on at most N scenes per variant (default: all)")
+    p.add_argument("--fit-scenes", type=int, default=1000,
+                   help="train-user scenes the content and MNL rows are fitted on (default 1000)")
+    p.add_argument("--likelihood-fit-scenes", type=int, default=200,
+                   help="of those, how many fit a likelihood row's temperature (default 200)")
+    p.add_argument("--debias", default="",
+                   help="extra base direct-mode rows with letter positions debiased, comma-separated: reversed "
+                        "(2 orders), cyclic (all K: K times the cost), prior (PriDe: the letter prior estimated "
+                        "once and divided out; about the cost of one order)")
     p.add_argument("--decision-limit", type=int, default=100,
                    help="scenes per variant for decision-mode rows (default 100; 0 skips decision mode)")
     p.add_argument("--thoughts", type=int, default=1, help="decision mode: thoughts per scene (default 1)")
     p.add_argument("--max-thought-tokens", type=int, default=128, help="decision mode: thought length cap (default 128)")
     p.add_argument("--base-model", default="smollm2-135m", help="base LLM (registry name or folder)")
-    p.add_argument("--base-modes", default="direct,decision",
-                   help="modes the base LLM runs in, comma-separated (default direct,decision)")
+    p.add_argument("--base-modes", default="likelihood,direct,decision",
+                   help="modes the base LLM runs in, comma-separated (default likelihood,direct,decision)")
     p.add_argument("--finetuned", action="append", default=[], metavar="MODEL[=LABEL]",
                    help="a fine-tuned checkpoint of the pipeline (repeatable)")
     p.add_argument("--finetuned-decision", action="store_true", help="also run --finetuned models in decision mode")
@@ -91,8 +104,9 @@ def _add_fidelity(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", action="append", default=[], metavar="NAME[@MODE][=LABEL]",
                    help="another model to evaluate (repeatable); MODE direct (default) or decision")
     p.add_argument("--no-direct-ft", action="store_true", help="leave out the direct-mode fine-tune row")
-    p.add_argument("--baselines", default="random,popularity,most-popular,collaborative",
-                   help="comma-separated log-only rows (default: all four)")
+    p.add_argument("--baselines", default="random,popularity,most-popular,collaborative,content,mnl,mnl-standard,"
+                   "mnl-matched", help="comma-separated log-only rows (default: all eight; mnl-standard / "
+                   "mnl-matched are the MNL fitted on one construction's train-user scenes only)")
     p.add_argument("--row-minutes", type=float, default=None,
                    help="stop computing an LLM row after this many minutes; its answers so far are cached "
                         "and reported with their count (a rerun continues it)")
@@ -143,7 +157,10 @@ def run_fidelity_command(args: argparse.Namespace) -> int:
     config = FidelityConfig(
         project_path=args.project_path, results_dir=args.results_dir, dataset=args.dataset, n_scenes=args.scenes,
         k=args.k, seed=args.seed, eval_user_fraction=args.eval_user_fraction, embedder=_embedder(args.embedder),
-        limit=args.limit, llm_limit=args.llm_limit, decision_limit=args.decision_limit, n_thoughts=args.thoughts,
+        limit=args.limit, llm_limit=args.llm_limit, likelihood_limit=args.likelihood_limit,
+        fit_scenes=args.fit_scenes, likelihood_fit_scenes=args.likelihood_fit_scenes,
+        debias=tuple(m.strip() for m in args.debias.split(",") if m.strip()),
+        decision_limit=args.decision_limit, n_thoughts=args.thoughts,
         max_thought_tokens=args.max_thought_tokens, base_model=args.base_model,
         base_modes=tuple(m.strip() for m in args.base_modes.split(",") if m.strip()),
         finetuned=tuple(replace(parse_extra_model(m, role="fine-tuned"), trained_on=tuple(args.trained_on))

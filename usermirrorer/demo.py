@@ -43,7 +43,7 @@ class DemoConfig:
         model: simulator: an LLM name/folder or a choice model (popularity, collaborative, random).
         backend: LLM backend (transformers, vllm, openai).
         dtype: transformers dtype (``auto``: bfloat16 where the CPU/GPU supports it).
-        mode: ``direct`` or ``decision``.
+        mode: ``likelihood`` (default), ``direct`` or ``decision``.
         agents: comma list of random, popularity, collaborative, linucb.
         episodes: simulated users per recommender.
         steps: slates per user.
@@ -59,7 +59,7 @@ class DemoConfig:
     model: str = "smollm2-135m"
     backend: str = "transformers"
     dtype: str = "auto"
-    mode: str = "direct"
+    mode: str = "likelihood"
     agents: str = DEFAULT_AGENTS
     episodes: int = 2
     steps: int = 3
@@ -287,6 +287,7 @@ def run_demo(config: DemoConfig) -> int:
 
     table = Table(
         title=f"{len(agents)} recommenders x {config.episodes} simulated users · simulator {config.model}"
+        + (f" ({config.mode} mode)" if is_llm else "")
     )
     table.add_column("recommender", no_wrap=True)
     shown = ("return", "click rate", "recip. rank", "exp. click", "coverage", "diversity")

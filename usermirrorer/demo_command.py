@@ -47,9 +47,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--mode",
-        choices=("direct", "decision"),
-        default="direct",
-        help="direct: read the choice right away; decision: the LLM first writes a rationale (slower)",
+        choices=("likelihood", "direct", "decision"),
+        default="likelihood",
+        help="likelihood (default): the LLM scores each option's text for this user (PMI, no letters, so no "
+        "letter-position bias; the best untrained LLM mode in benchmarks/results/fidelity.md); direct: read "
+        "the option letter right away; decision: the LLM first writes a rationale (slower)",
     )
     parser.add_argument(
         "--agents",

@@ -20,6 +20,8 @@ import argparse
 
 from usermirrorer.sim.choice_models import BASELINE_CHOICE_MODELS
 from usermirrorer.sim.evaluation import evaluate_file
+from usermirrorer.sim.prompts import MODES
+from usermirrorer.sim.simulator import LIKELIHOOD_SCORES
 
 __all__ = ["add_parser", "run"]
 
@@ -48,8 +50,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         + ", ".join(BASELINE_CHOICE_MODELS) + " (default: smollm2-135m)")
     parser.add_argument("--input", required=True, help="scenes JSONL (e.g. <project>/datasets/<D>_eval.jsonl)")
     parser.add_argument("--output", required=True, help="per-scene results JSONL (appended; resumable)")
-    parser.add_argument("--mode", choices=["direct", "decision"], default="direct",
-                        help="direct: letter right away; decision: thoughts, then letter (default: direct)")
+    parser.add_argument("--mode", choices=list(MODES), default="direct",
+                        help="direct: letter right away; decision: thoughts, then letter; likelihood: each option's "
+                        "text scored as the answer, no letters (default: direct)")
+    parser.add_argument("--likelihood-score", choices=list(LIKELIHOOD_SCORES), default="pmi",
+                        help="likelihood mode: pmi (minus the text's likelihood in a neutral context), sum or mean "
+                        "(per token) of the option's log-likelihood (default: pmi)")
+    parser.add_argument("--score-temperature", type=float, default=1.0,
+                        help="likelihood mode: probabilities are softmax(score / T) (default: 1.0)")
     parser.add_argument("--repeat", type=int, default=10, help="behaviours sampled per scene for accuracy (default: 10)")
     parser.add_argument("--n-thoughts", type=int, default=1, help="decision mode: thoughts per scene (default: 1)")
     parser.add_argument("--max-thought-tokens", type=int, default=256, help="decision mode: longest thought (default: 256)")
@@ -77,5 +85,6 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend, batch_size=args.batch_size, limit=args.limit, seed=args.seed, dtype=args.dtype,
         share_prefix=not args.no_share_prefix, threads=args.threads, prompts=args.prompts,
         truncate_history=args.truncate_history, project_path=args.project_path,
+        likelihood_score=args.likelihood_score, score_temperature=args.score_temperature,
     )
     return 0

@@ -151,7 +151,7 @@ def test_plan_rows_and_extra_model_parsing():
     extra = parse_extra_model("some/folder@decision=My model")
     assert (extra.model, extra.mode, extra.label) == ("some/folder", "decision", "My model")
     assert parse_extra_model("smollm2-135m").mode == "direct"
-    with pytest.raises(ConfigError, match="direct' or 'decision"):
+    with pytest.raises(ConfigError, match="'direct', 'decision', 'likelihood'"):
         parse_extra_model("x@sideways")
     config = FidelityConfig(limit=30, decision_limit=10, extra_models=(extra,))
     rows = plan_rows(config, None)
@@ -175,3 +175,24 @@ def test_cli_parses_and_helps(capsys):
         parser.parse_args(["bench", "fidelity", "--help"])
     assert "popularity-matched" in capsys.readouterr().out
     assert np.isfinite(1.0)
+
+
+def test_likelihood_row_is_reported_under_each_scoring_rule_with_a_fitted_temperature(first_run):
+    by_label = {r["label"]: r for r in first_run["rows"] if r["variant"] == "standard"}
+    likelihood = [lb for lb in first_run["row_order"] if "base, likelihood" in lb]
+    assert [lb.split("(")[-1].rstrip(")") for lb in likelihood] == [
+        "PMI", "PMI at T=1", "sum of log-probs", "per-token mean", "prior weight fitted"]
+    for label in likelihood:
+        row = by_label[label]
+        assert row["mode"] == "likelihood" and "temperature" in row["note"]
+        assert ("not fitted" if label.endswith("T=1)") else "train-user scenes") in row["note"]
+        assert row["score"]["n"] == N_SCENES
+    # a likelihood row has no letters: no position bias beyond the real items' own spread
+    assert by_label[likelihood[0]]["score"]["position_bias_tv"] < 0.25
+    assert by_label["learned MNL (5 features)"]["kind"] == "mnl"
+    assert "weights on standardised features" in by_label["learned MNL (5 features)"]["note"]
+    assert by_label["learned MNL (5 features), fitted on popularity-matched"]["kind"] == "mnl"
+    roles = {by_label[lb]["role"] for lb in likelihood}
+    assert roles == {"base LLM", "scoring variant"}
+    # the LLM's rows are compared with the learned MNL, the honest bar
+    assert any(c["b"] == "learned MNL (5 features)" and c["a"] == likelihood[0] for c in first_run["comparisons"])

@@ -24,7 +24,7 @@ from usermirrorer.envs.rewards import (
 )
 from usermirrorer.envs.spaces import SlateSpace
 from usermirrorer.errors import BackendError, ConfigError, InvalidAction
-from usermirrorer.sim.prompts import MAX_OPTIONS  # option letters A..Z (DESIGN.md §4)
+from usermirrorer.sim.prompts import MAX_OPTIONS, MODES  # MAX_OPTIONS: option letters A..Z (DESIGN.md §4)
 
 __all__ = ["RecEnv", "MAX_OPTIONS", "simulate_steps"]
 
@@ -140,7 +140,7 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
     | `exposure_size` | int | 5 | K, items per slate (K, plus 1 with `allow_skip`, at most 26) |
     | `project_path` | path | `"."` | folder holding `raws/` |
     | `backend` | str | `"transformers"` | LLM backend |
-    | `mode` | str | `None` (= `sim_options.mode`, default `"direct"`) | `"direct"` or `"decision"` |
+    | `mode` | str | `None` (= `sim_options.mode`, default `"direct"`) | `"direct"`, `"decision"` or `"likelihood"` (option texts scored by PMI; the outside option's text is scored the same way) |
     | `n_thoughts` | int | `None` (= 1) | decision-mode rationales per step |
     | `allow_skip` | bool | False | add the outside option "none of these" |
     | `patience` | int | 3 | consecutive skips before the user leaves |
@@ -218,8 +218,8 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
                 f"{n_options} options, but options are lettered A..Z (at most {MAX_OPTIONS}); "
                 f"use exposure_size <= {MAX_OPTIONS - int(bool(allow_skip))}"
             )
-        if mode is not None and mode not in ("direct", "decision"):
-            raise ConfigError(f"mode must be 'direct' or 'decision', got {mode!r}")
+        if mode is not None and mode not in MODES:
+            raise ConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
         if start not in _START_MODES:
             raise ConfigError(f"start must be one of {list(_START_MODES)}, got {start!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:

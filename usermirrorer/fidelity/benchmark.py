@@ -36,6 +36,10 @@ from typing import Any
 import numpy as np
 
 from usermirrorer.errors import ConfigError, UserMirrorerError
+from usermirrorer.sim.metrics import fit_prior_weight, fit_temperature
+from usermirrorer.sim.mnl import fit_scenes_from_log
+from usermirrorer.sim.prompts import MODES
+from usermirrorer.sim.simulator import DEBIAS
 from usermirrorer.fidelity import report
 from usermirrorer.fidelity.eval_scenes import (
     VARIANTS,
@@ -75,17 +79,17 @@ class ExtraModel:
 
 
 def parse_extra_model(text: str, role: str = "extra") -> ExtraModel:
-    """``NAME[@direct|@decision][=LABEL]`` -> :class:`ExtraModel`."""
+    """``NAME[@direct|@decision|@likelihood][=LABEL]`` -> :class:`ExtraModel`."""
     label = None
     if "=" in text:
         text, label = text.split("=", 1)
     mode = "direct"
     if "@" in text:
         text, mode = text.rsplit("@", 1)
-    if mode not in ("direct", "decision"):
-        raise ConfigError(f"model {text!r}: mode after '@' must be 'direct' or 'decision', got {mode!r}")
+    if mode not in MODES:
+        raise ConfigError(f"model {text!r}: mode after '@' must be one of {list(MODES)}, got {mode!r}")
     if not text:
-        raise ConfigError("empty model name; expected NAME[@direct|@decision][=LABEL]")
+        raise ConfigError("empty model name; expected NAME[@direct|@decision|@likelihood][=LABEL]")
     return ExtraModel(model=text, mode=mode, label=label, role=role)
 
 
@@ -101,6 +105,7 @@ class FidelityConfig:
         limit: evaluate every row on at most this many scenes per variant (quick runs).
         llm_limit: evaluate direct-mode LLM rows on at most this many scenes per variant (the
             log-only rows still answer every scene); None: all.
+        likelihood_limit: like ``llm_limit``, for likelihood-mode rows (None: all scenes).
         decision_limit: scenes per variant for decision-mode rows.
         n_thoughts, max_thought_tokens: decision-mode settings.
         base_model: the base LLM.
@@ -115,6 +120,12 @@ class FidelityConfig:
             kept, cached and reported with their count); None: no limit.
         repeats: behaviours sampled per scene for the accuracy.
         batch_size: scenes per LLM backend call.
+        fit_scenes: train-user scenes (half standard, half popularity-matched) the ``content``
+            and ``mnl`` rows are fitted on.
+        likelihood_fit_scenes: the first this many of them fit a likelihood-mode row's
+            temperature (its answers on them are cached like eval answers).
+        debias: extra base-LLM direct-mode rows, one per letter-debiasing method
+            (``reversed``, ``cyclic``, ``prior``), on the ``llm_limit`` scenes.
         fresh: ignore caches (recompute every row).
         progress: rich progress bars.
         command: the command line, recorded in the results.
@@ -130,19 +141,24 @@ class FidelityConfig:
     embedder: str | None = "minilm"
     limit: int | None = None
     llm_limit: int | None = None
+    likelihood_limit: int | None = None
     decision_limit: int = 100
     n_thoughts: int = 1
     max_thought_tokens: int = 128
     base_model: str = "smollm2-135m"
-    base_modes: tuple[str, ...] = ("direct", "decision")
+    base_modes: tuple[str, ...] = ("likelihood", "direct", "decision")
     finetuned: tuple[ExtraModel, ...] = ()
     finetuned_decision: bool = False
     extra_models: tuple[ExtraModel, ...] = ()
     direct_ft: bool = True
-    baselines: tuple[str, ...] = ("random", "popularity", "most-popular", "collaborative")
+    baselines: tuple[str, ...] = ("random", "popularity", "most-popular", "collaborative", "content", "mnl",
+                                  "mnl-standard", "mnl-matched")
     row_minutes: float | None = None
     repeats: int = 10
     batch_size: int = 8
+    fit_scenes: int = 1000
+    likelihood_fit_scenes: int = 200
+    debias: tuple[str, ...] = ()
     fresh: bool = False
     progress: bool = True
     command: str = ""
@@ -154,7 +170,7 @@ class FidelityConfig:
 
     def validate(self) -> FidelityConfig:
         self.scene_spec  # noqa: B018 - validates the scene options
-        for name in ("limit", "llm_limit"):
+        for name in ("limit", "llm_limit", "likelihood_limit"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
@@ -162,9 +178,14 @@ class FidelityConfig:
             raise ConfigError(f"decision_limit must be >= 0 (0 skips decision mode), got {self.decision_limit}")
         if self.repeats < 1:
             raise ConfigError(f"repeats must be >= 1, got {self.repeats}")
-        bad = [m for m in self.base_modes if m not in ("direct", "decision")]
+        bad = [m for m in self.base_modes if m not in MODES]
         if bad:
-            raise ConfigError(f"base_modes {bad} are not modes; expected 'direct' and/or 'decision'")
+            raise ConfigError(f"base_modes {bad} are not modes; expected some of {list(MODES)}")
+        bad = [m for m in self.debias if m not in DEBIAS or m == "none"]
+        if bad:
+            raise ConfigError(f"debias methods {bad} are not known; expected some of {[m for m in DEBIAS if m != 'none']}")
+        if self.fit_scenes < 10:
+            raise ConfigError(f"fit_scenes must be >= 10 (train-user scenes the fitted rows learn from), got {self.fit_scenes}")
         return self
 
 
@@ -172,12 +193,25 @@ LABEL_RANDOM = "random (1/K)"
 LABEL_POPULARITY = "popularity (p ∝ 1+count)"
 LABEL_MOST_POPULAR = "most popular (argmax count)"
 LABEL_COLLABORATIVE = "collaborative (spectral)"
+LABEL_CONTENT = "content similarity (MiniLM)"
+LABEL_MNL = "learned MNL (5 features)"
 _BASELINE_ROWS = {
     "random": (LABEL_RANDOM, "uniform over the K options"),
     "popularity": (LABEL_POPULARITY, "causal counts (before the scene time)"),
     "most-popular": (LABEL_MOST_POPULAR, "causal counts; ties split evenly"),
     "collaborative": (LABEL_COLLABORATIVE, "embedding fitted on train users only"),
+    "content": (LABEL_CONTENT, "cosine of the option's MiniLM embedding to the history's; one weight fitted on "
+                "train-user scenes"),
+    "mnl": (LABEL_MNL, "multinomial logit over popularity, collaborative, content, recency, genre overlap; "
+            "fitted on train-user scenes of both constructions"),
+    "mnl-standard": (LABEL_MNL + ", fitted on standard", "the same, fitted on standard-construction train-user "
+                     "scenes only"),
+    "mnl-matched": (LABEL_MNL + ", fitted on popularity-matched", "the same, fitted on popularity-matched "
+                    "train-user scenes only"),
 }
+# baseline name -> (model kind, train-user scenes it is fitted on)
+_FITTED_ROWS = {"content": ("content", "both"), "mnl": ("mnl", "both"), "mnl-standard": ("mnl", "standard"),
+                "mnl-matched": ("mnl", "popularity-matched")}
 
 
 def _short(model: str) -> str:
@@ -190,11 +224,15 @@ def plan_rows(config: FidelityConfig, direct_ft_manifest: Mapping[str, Any] | No
     for name in config.baselines:
         if name not in _BASELINE_ROWS:
             raise ConfigError(f"unknown baseline {name!r}; expected some of {sorted(_BASELINE_ROWS)}")
+        if name == "content" and config.embedder is None:
+            continue  # no text embedder, no content row (the MNL then drops that feature too)
         label, note = _BASELINE_ROWS[name]
-        rows.append(ModelSpec(label=label, kind=name, limit=config.limit, note=note))
+        kind, fit_on = _FITTED_ROWS.get(name, (name, "both"))
+        rows.append(ModelSpec(label=label, kind=kind, limit=config.limit, note=note, fit_on=fit_on))
 
     def llm(label: str, model: str, mode: str, role: str, note: str = "") -> ModelSpec:
-        limits = [x for x in (config.limit, config.llm_limit) if x]
+        mode_limit = config.likelihood_limit if mode == "likelihood" else config.llm_limit
+        limits = [x for x in (config.limit, mode_limit) if x]
         limit = min(limits) if limits else None
         if mode == "decision":
             limit = min(config.decision_limit, limit) if limit else config.decision_limit
@@ -210,6 +248,10 @@ def plan_rows(config: FidelityConfig, direct_ft_manifest: Mapping[str, Any] | No
         if mode == "decision" and config.decision_limit == 0:
             continue
         rows.append(llm(f"{base} base, {mode}", config.base_model, mode, "base LLM", "not fine-tuned"))
+    for method in config.debias:
+        row = llm(f"{base} base, direct (debiased: {method})", config.base_model, "direct", "base LLM",
+                  f"not fine-tuned; letter positions debiased ({method})")
+        rows.append(replace(row, debias=method))
     if config.direct_ft and direct_ft_manifest is not None:
         steps = "; ".join(f"{s['stage'].upper()} {s['steps']} steps × {s['batch_size']}" for s in direct_ft_manifest["stages"])
         rows.append(llm(f"{_short(direct_ft_manifest['base_model'])} direct-FT (ours, CPU)", direct_ft_manifest["model_dir"],
@@ -248,14 +290,14 @@ def _progress(enabled: bool):
 
 def _comparisons(runs: Mapping[tuple[str, str], ModelRun], rows: Sequence[ModelSpec],
                  variants: Sequence[str]) -> list[dict[str, Any]]:
-    """Each fine-tuned row against the base LLM in the same mode and the popularity choosers;
-    each base row against the popularity choosers."""
+    """Each fine-tuned row against the base LLM in the same mode and the log-only bars (the
+    popularity choosers, collaborative, the learned MNL); each base row against those bars."""
     out = []
     base_by_mode = {r.mode: r.label for r in rows if r.role == "base LLM"}
-    popularity = (LABEL_MOST_POPULAR, LABEL_POPULARITY)
+    bars = (LABEL_MOST_POPULAR, LABEL_POPULARITY, LABEL_COLLABORATIVE, LABEL_MNL)
     pairs = [(r.label, o) for r in rows if r.role == "fine-tuned"
-             for o in (base_by_mode.get(r.mode), *popularity) if o]
-    pairs += [(base, o) for base in base_by_mode.values() for o in popularity]
+             for o in (base_by_mode.get(r.mode), *bars) if o]
+    pairs += [(r.label, o) for r in rows if r.role == "base LLM" for o in bars]
     for a, b in pairs:
         for variant in variants:
             ra, rb = runs.get((a, variant)), runs.get((b, variant))
@@ -285,6 +327,65 @@ def _conclusion(comparisons: Sequence[Mapping[str, Any]]) -> str:
                          f"[{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]")
         lines.append(f"- **{a}** vs {b} — " + "; ".join(parts) + ".")
     return ("**Verdicts (computed from the paired differences above):**\n" + "\n".join(lines)) if lines else ""
+
+
+# The scoring rules a likelihood row is reported under (all from one run's cached likelihoods):
+# name -> (label suffix, prior weight w of ``logprob - w * prior``, per-token mean); w None: fitted.
+_LIKELIHOOD_RULES = {
+    "pmi": ("PMI", 1.0, False),
+    "pmi-t1": ("PMI at T=1", 1.0, False),
+    "sum": ("sum of log-probs", 0.0, False),
+    "mean": ("per-token mean", 0.0, True),
+    "fitted": ("prior weight fitted", None, False),
+}
+# Rules shown for comparison only: their rows get this role and no paired tests of their own.
+_VARIANT_RULES = ("pmi-t1", "sum", "mean")
+ROLE_SCORING_VARIANT = "scoring variant"
+
+
+def _likelihood_rows(row: ModelSpec, variant_runs: dict[str, ModelRun], fit_scenes: Sequence[dict],
+                     make_model: Any, cache_dir: Path, config: FidelityConfig,
+                     progress: Any) -> list[tuple[ModelSpec, dict[str, ModelRun]]]:
+    """One likelihood run reported under each rule of :data:`_LIKELIHOOD_RULES`.
+
+    The run keeps every option's log-likelihood after the scene's context and after the neutral
+    one, so each rule's probabilities are derived here: ``softmax(score / T)`` with ``T`` (and,
+    for the fitted rule, the prior weight) chosen by log-loss on train-user scenes the same
+    model answers (cached like eval answers).
+    """
+    fit = fit_scenes[: config.likelihood_fit_scenes]
+    fit_row = replace(row, limit=None, label=row.label + " [fit]")
+    fitted = run_model(fit_row, {"train-users": fit}, make_model, cache_dir=cache_dir,
+                       chunk_size=config.batch_size, progress=progress)["train-users"]
+    if fitted.likelihood is None or any(r.likelihood is None for r in variant_runs.values()):
+        raise ConfigError(f"row {row.label!r}: answers without option likelihoods (cached by an older version?); "
+                          "rerun with --fresh")
+
+    def scores_of(table: np.ndarray, weight: float, mean: bool) -> np.ndarray:
+        lp, prior, tokens = table[:, 0], table[:, 1], table[:, 2]
+        return lp / np.maximum(tokens, 1.0) if mean else lp - weight * prior
+
+    out = []
+    for name, (suffix, weight, mean) in _LIKELIHOOD_RULES.items():
+        if weight is None:
+            weight, temperature = fit_prior_weight(list(fitted.likelihood[:, 0]), list(fitted.likelihood[:, 1]),
+                                                   list(fitted.item_pos))
+            suffix = f"{suffix}, w={weight:.2f}"
+        elif name == "pmi-t1":  # not calibrated: shows what the fitted temperature trades for log-loss
+            temperature = 1.0
+        else:
+            temperature = fit_temperature(list(scores_of(fitted.likelihood, weight, mean)), list(fitted.item_pos))
+        derived: dict[str, ModelRun] = {}
+        for variant, run in variant_runs.items():
+            z = scores_of(run.likelihood, weight, mean) / temperature
+            z = np.exp(z - z.max(axis=1, keepdims=True))
+            derived[variant] = replace(run, probs=z / z.sum(axis=1, keepdims=True))
+        note = (f"score: {suffix}; softmax temperature {temperature:.3g} " + ("(not fitted)" if name == "pmi-t1" else
+                f"fitted on {len(fitted.scene_ids)} train-user scenes"))
+        role = ROLE_SCORING_VARIANT if name in _VARIANT_RULES else row.role
+        out.append((replace(row, label=f"{row.label} ({suffix.split(',')[0]})", role=role,
+                            note=(row.note + "; " if row.note else "") + note), derived))
+    return out
 
 
 def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
@@ -337,18 +438,41 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
         shutil.rmtree(cache_dir)
     train_idx = np.array([ds.user_index[u] for u in split.train_users], dtype=np.int64)
     fit_rows = np.flatnonzero(np.isin(ds.inter_user, train_idx))
+    # Train-user scenes (never an eval user) that fitted rows learn from: the MNL's weights, the
+    # content row's weight, a likelihood row's temperature.
+    fit_scenes: list[dict[str, Any]] = []
+    fit_by_construction: dict[str, list[dict[str, Any]]] = {}
+    if any(r.kind in ("mnl", "content") or r.mode == "likelihood" for r in rows):
+        t = time.perf_counter()
+        fit_scenes = fit_scenes_from_log(ds, config.fit_scenes, k=config.k, seed=config.seed,
+                                         users=list(split.train_users), exclude_users=list(split.eval_users),
+                                         embedder=config.embedder, project_path=config.project_path)
+        # interleave the two constructions so a prefix of the list holds both
+        half = len(fit_scenes) // 2
+        fit_by_construction = {"standard": fit_scenes[:half], "popularity-matched": fit_scenes[half:]}
+        fit_scenes = [s for pair in zip(fit_scenes[:half], fit_scenes[half:]) for s in pair] + fit_scenes[2 * half:]
+        for i, scene in enumerate(fit_scenes):
+            scene["scene_id"] = f"fit-{i}"
+        fit_by_construction["both"] = fit_scenes
+        stage_seconds["train-user fit scenes"] = time.perf_counter() - t
 
     runs: dict[tuple[str, str], ModelRun] = {}
     result_rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     resumed_rows: list[str] = []
     examples: dict[str, Any] = {}
+    final_rows: list[ModelSpec] = []  # the planned rows, a likelihood row once per scoring rule
+    built: dict[str, Any] = {}  # row label -> its choice model, when this run built one
     with _progress(config.progress) as progress:
         for spec_row in rows:
             t = time.perf_counter()
 
             def make_model(row: ModelSpec = spec_row) -> Any:
-                return build_choice_model(row, ds, fit_rows=fit_rows, seed=config.seed)
+                built[row.label] = build_choice_model(row, ds, fit_rows=fit_rows, seed=config.seed,
+                                                      fit_scenes=fit_by_construction.get(row.fit_on, fit_scenes),
+                                                      embedder=config.embedder,
+                                                      project_path=config.project_path)
+                return built[row.label]
 
             row_scenes = scenes
             if excluded.get(spec_row.label):
@@ -372,25 +496,41 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
                     skipped[spec_row.label] = "no scene answered within the time budget"
                     stage_seconds[f"row: {spec_row.label}"] = time.perf_counter() - t
                     continue
-                for variant in VARIANTS:
-                    run = variant_runs[variant]
-                    runs[(spec_row.label, variant)] = run
-                    if run.resumed:
-                        resumed_rows.append(f"{spec_row.label} [{variant}: {run.resumed} scenes]")
-                    score = score_run(run.probs, run.item_pos, run.seconds, config.repeats,
-                                      seed=config.seed)
-                    bins = reliability_bins(run.probs, run.item_pos)
-                    result_rows.append({
-                        "label": spec_row.label, "variant": variant, "mode": spec_row.mode, "kind": spec_row.kind,
-                        "model": spec_row.model, "role": spec_row.role, "note": spec_row.note,
-                        "score": score.as_dict(), "reliability": {k: v.tolist() for k, v in bins.items()},
-                        "planned": run.planned,
-                    })
-                    if spec_row.mode == "decision" and run.rationales and spec_row.label not in examples:
-                        first = next((i for i, r in enumerate(run.rationales) if r), None)
-                        if first is not None:
-                            examples[spec_row.label] = {"scene_id": run.scene_ids[first], "thought": run.rationales[first],
-                                                        "real_letter": "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[run.item_pos[first]]}
+                fit_report = getattr(built.get(spec_row.label), "fit_report", None)
+                if fit_report:  # a fitted log-only row: show what it learned
+                    weights = ", ".join(f"{k} {v:+.2f}" for k, v in fit_report["weights"].items())
+                    spec_row = replace(spec_row, note=f"{spec_row.note}; weights on standardised features: "
+                                       f"{weights} ({fit_report['scenes']} fit scenes)")
+                run_key = spec_row.key  # the rows derived from one run (likelihood rules) share it
+                reported = [(spec_row, variant_runs)]
+                if spec_row.mode == "likelihood":
+                    reported = _likelihood_rows(spec_row, variant_runs, fit_scenes, make_model, cache_dir, config,
+                                                progress)
+                planned = spec_row
+                for spec_row, variant_runs in reported:
+                    final_rows.append(spec_row)
+                    for variant in VARIANTS:
+                        run = variant_runs[variant]
+                        runs[(spec_row.label, variant)] = run
+                        if run.resumed:
+                            resumed_rows.append(f"{spec_row.label} [{variant}: {run.resumed} scenes]")
+                        score = score_run(run.probs, run.item_pos, run.seconds, config.repeats,
+                                          seed=config.seed)
+                        bins = reliability_bins(run.probs, run.item_pos)
+                        result_rows.append({
+                            "label": spec_row.label, "variant": variant, "mode": spec_row.mode,
+                            "kind": spec_row.kind, "model": spec_row.model, "role": spec_row.role,
+                            "note": spec_row.note, "score": score.as_dict(),
+                            "reliability": {k: v.tolist() for k, v in bins.items()}, "planned": run.planned,
+                            "run_key": run_key,
+                        })
+                        if spec_row.mode == "decision" and run.rationales and spec_row.label not in examples:
+                            first = next((i for i, r in enumerate(run.rationales) if r), None)
+                            if first is not None:
+                                examples[spec_row.label] = {
+                                    "scene_id": run.scene_ids[first], "thought": run.rationales[first],
+                                    "real_letter": "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[run.item_pos[first]]}
+                spec_row = planned
             except Exception as exc:  # one failing model must not lose the others' rows
                 if not isinstance(exc, (UserMirrorerError, OSError, ValueError, RuntimeError)):
                     raise
@@ -402,8 +542,8 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
         skipped[f"{_short(config.base_model)} pipeline fine-tune (SFT+DPO on decision thoughts)"] = (
             "not run: no checkpoint given with --finetuned (the pipeline, `usermirrorer reproduce`, writes "
             "<W>/checkpoints/<profile>/dpo/model; pass it with --trained-on <W>/datasets/<D>_train.jsonl)")
-    comparisons = _comparisons(runs, rows, VARIANTS)
-    tuned = {r.label for r in rows if r.role == "fine-tuned"}
+    comparisons = _comparisons(runs, final_rows, VARIANTS)
+    tuned = {r.label for r in final_rows if r.role == "fine-tuned"}
     result: dict[str, Any] = {
         "finished_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "setup": {
@@ -417,7 +557,7 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
                       "reserved": len(split.reserved)},
             "scene_checks": checks, "popularity_match": pop_match, "scenes_fingerprint": fingerprint,
         },
-        "row_order": [r.label for r in rows],
+        "row_order": [r.label for r in final_rows] + [r.label for r in rows if r.label in skipped],
         "rows": result_rows,
         "skipped": skipped,
         "comparisons": comparisons,
@@ -429,17 +569,18 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
         "total_seconds": time.perf_counter() - started,
     }
     # what a run from nothing costs on this machine: building the scenes + every row's model time
-    model_seconds = sum(r["score"]["seconds"] for r in result_rows)
+    model_seconds = sum({(r["run_key"], r["variant"]): r["score"]["seconds"] for r in result_rows}.values())
     build = scenes_build_seconds(config.project_path)
     result["cold_run_estimate_seconds"] = model_seconds + (build or 0.0)
     result["model_seconds_total"] = model_seconds
     result["scene_build_seconds"] = build
     # the same, had every LLM row answered all n_scenes (decision rows: their subset) per variant
-    full = 0.0
+    full_by_run: dict[tuple[str, str], float] = {}
     for row in result_rows:
         s = row["score"]
         target = row["planned"] if row["mode"] == "decision" else config.n_scenes
-        full += s["seconds"] / s["n"] * max(target, s["n"]) if s["n"] else 0.0
+        full_by_run[(row["run_key"], row["variant"])] = s["seconds"] / s["n"] * max(target, s["n"]) if s["n"] else 0.0
+    full = sum(full_by_run.values())
     result["full_run_estimate_seconds"] = full + (build or 0.0)
     results_dir = Path(config.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)

@@ -160,10 +160,11 @@ def markdown_report(result: Mapping[str, Any]) -> str:
 
     # comparisons -----------------------------------------------------------------------
     if result.get("comparisons"):
-        lines.append("## Does the fine-tune beat its base and the popularity chooser?")
+        lines.append("## Paired comparisons: fine-tunes vs their base, LLM rows vs the log-only bars")
         lines.append("")
         lines.append("Paired difference of expected accuracy (mean p(real item), percentage points) on the "
-                     "same scenes, 95% CI over scenes.")
+                     "same scenes, 95% CI over scenes. Rows with a fitted temperature are compared as fitted "
+                     "(calibrated); the scoring variants (PMI at T=1, sum, per-token mean) are shown above only.")
         lines.append("")
         lines.append("| A | B | variant | scenes | A − B (pp) [95% CI] | verdict for A |")
         lines.append("|---|---|---|---:|---|---|")

@@ -28,6 +28,7 @@ from usermirrorer.data_pipeline.raw import RawDataset
 from usermirrorer.errors import ConfigError
 from usermirrorer.sim.choice_models import make_choice_model
 from usermirrorer.sim.evaluation import ScoredScene, evaluate
+from usermirrorer.sim.prompts import MODES
 from usermirrorer.sim.simulator import SimOptions
 
 __all__ = [
@@ -39,7 +40,7 @@ __all__ = [
     "slug",
 ]
 
-MODEL_KINDS = ("random", "popularity", "most-popular", "collaborative", "llm")
+MODEL_KINDS = ("random", "popularity", "most-popular", "collaborative", "content", "mnl", "llm")
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,16 @@ class ModelSpec:
     Attributes:
         label: the row's name.
         kind: ``random``, ``popularity`` (p ~ 1 + causal count), ``most-popular`` (argmax of
-            the causal count), ``collaborative`` or ``llm``.
+            the causal count), ``collaborative``, ``content`` (text-embedding similarity to the
+            history, one fitted weight), ``mnl`` (the learned multinomial logit) or ``llm``.
         model: LLM registry name or folder (``kind == "llm"``).
-        mode: LLM mode: ``direct`` or ``decision``; ``-`` for log-only models.
+        mode: LLM mode: ``direct``, ``decision`` or ``likelihood``; ``-`` for log-only models.
         limit: evaluate only the first ``limit`` scenes of each variant (None: all).
         role: ``baseline``, ``base LLM``, ``fine-tuned`` or ``extra`` (command line).
         n_thoughts, max_thought_tokens: decision-mode settings.
+        debias: direct mode: letter-position debiasing (:data:`usermirrorer.sim.simulator.DEBIAS`).
+        fit_on: fitted log-only rows: the train-user scenes they learn from, ``both``
+            constructions or only ``standard`` / ``popularity-matched`` ones.
         batch_size: scenes per backend call.
         note: shown in the table.
     """
@@ -69,6 +74,8 @@ class ModelSpec:
     max_thought_tokens: int = 128
     batch_size: int = 8
     note: str = ""
+    debias: str = "none"
+    fit_on: str = "both"
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -76,8 +83,8 @@ class ModelSpec:
         if self.kind == "llm":
             if not self.model:
                 raise ConfigError(f"row {self.label!r}: an llm row needs a model name or folder")
-            if self.mode not in ("direct", "decision"):
-                raise ConfigError(f"row {self.label!r}: mode must be 'direct' or 'decision', got {self.mode!r}")
+            if self.mode not in MODES:
+                raise ConfigError(f"row {self.label!r}: mode must be one of {list(MODES)}, got {self.mode!r}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"row {self.label!r}: limit must be >= 1 or None, got {self.limit}")
 
@@ -87,6 +94,10 @@ class ModelSpec:
         ignore = {"label", "limit", "role", "note", "batch_size"}
         if self.mode != "decision":  # thought settings do not change a direct-mode answer
             ignore |= {"n_thoughts", "max_thought_tokens"}
+        if self.debias == "none":  # rows cached before debiasing existed keep their key
+            ignore |= {"debias"}
+        if self.fit_on == "both":
+            ignore |= {"fit_on"}
         fields = {k: v for k, v in asdict(self).items() if k not in ignore}
         if self.kind == "llm" and self.model:
             fields["model_stamp"] = _model_stamp(self.model)
@@ -126,6 +137,9 @@ class ModelRun:
         item_pos: ``(n,)`` the real item's position.
         seconds: model time spent on these scenes (summed over runs when resumed).
         rationales: decision mode: the first thought per scene (may be empty).
+        scores: likelihood mode: ``(n, K)`` option scores before the temperature (None otherwise).
+        likelihood: likelihood mode: ``(n, 3, K)`` context / neutral log-likelihoods and token
+            counts of the options (None otherwise).
         resumed: scenes read back from the cache instead of computed now.
         planned: scenes the row was meant to answer.
         complete: False when a time budget stopped the row before ``planned``.
@@ -138,6 +152,8 @@ class ModelRun:
     item_pos: np.ndarray
     seconds: float
     rationales: list[str] = field(default_factory=list)
+    scores: np.ndarray | None = None
+    likelihood: np.ndarray | None = None
     resumed: int = 0
     planned: int = 0
     complete: bool = True
@@ -152,7 +168,9 @@ class ModelRun:
 
 
 def build_choice_model(spec: ModelSpec, ds: RawDataset | None = None, fit_rows: np.ndarray | None = None,
-                       seed: int = 0, backend_kwargs: Mapping[str, Any] | None = None) -> Any:
+                       seed: int = 0, backend_kwargs: Mapping[str, Any] | None = None,
+                       fit_scenes: Sequence[Mapping[str, Any]] | None = None, embedder: str | None = "minilm",
+                       project_path: str | os.PathLike | None = None) -> Any:
     """Make the choice model a row names.
 
     Args:
@@ -162,13 +180,22 @@ def build_choice_model(spec: ModelSpec, ds: RawDataset | None = None, fit_rows: 
             rows: the eval users' future must not leak into it).
         seed: decision-mode sampling seed.
         backend_kwargs: extra arguments of the LLM backend (``dtype`` ...).
+        fit_scenes: train-user scenes the ``mnl`` / ``content`` rows are fitted on.
+        embedder, project_path: text embedder of their content feature and its cache folder.
     """
     if spec.kind == "llm":
         options = SimOptions(mode=spec.mode, n_thoughts=spec.n_thoughts, max_thought_tokens=spec.max_thought_tokens,
-                             batch_size=spec.batch_size, seed=seed, truncate_history=True)
+                             batch_size=spec.batch_size, seed=seed, truncate_history=True, debias=spec.debias)
         return make_choice_model(spec.model, options=options, backend_kwargs=backend_kwargs)
     if ds is None:
         raise ConfigError(f"row {spec.label!r} ({spec.kind}) needs the raw dataset")
+    if spec.kind in ("mnl", "content"):
+        if not fit_scenes:
+            raise ConfigError(f"row {spec.label!r} ({spec.kind}) is fitted on train-user scenes: pass fit_scenes")
+        options: dict[str, Any] = {"fit_scenes": list(fit_scenes), "embedder": embedder}
+        if spec.kind == "content":
+            options["features"] = ("content",)
+        return make_choice_model("mnl", ds, options=options, fit_rows=fit_rows, seed=seed, project_path=project_path)
     return make_choice_model(spec.kind, ds, fit_rows=fit_rows, seed=seed)
 
 
@@ -239,6 +266,10 @@ def run_model(
                 variant = todo[scored.index][0]
                 record = {"scene_id": str(scored.scene["scene_id"]), "probs": scored.probs.tolist(),
                           "seconds": scored.seconds, "rationale": scored.rationales[0] if scored.rationales else ""}
+                if scored.scores is not None:
+                    record["scores"] = np.asarray(scored.scores, dtype=np.float64).tolist()
+                if scored.likelihood is not None:
+                    record["likelihood"] = np.asarray(scored.likelihood, dtype=np.float64).tolist()
                 cached[variant][record["scene_id"]] = record
                 records[variant].append(record)
             for variant, recs in records.items():
@@ -266,6 +297,10 @@ def run_model(
             item_pos=np.array([int(s["item_pos"]) for s in answered], dtype=np.int64),
             seconds=float(sum(got[i]["seconds"] for i in ids)),
             rationales=[got[i].get("rationale", "") for i in ids], resumed=resumed[v],
+            scores=(np.array([got[i]["scores"] for i in ids], dtype=np.float64).reshape(len(ids), -1)
+                    if ids and all("scores" in got[i] for i in ids) else None),
+            likelihood=(np.array([got[i]["likelihood"] for i in ids], dtype=np.float64).reshape(len(ids), 3, -1)
+                        if ids and all("likelihood" in got[i] for i in ids) else None),
             planned=len(chosen[v]), complete=complete and len(answered) == len(chosen[v]),
         )
     return out

@@ -23,6 +23,7 @@ import numpy as np
 from usermirrorer.data_pipeline.raw import RawDataset
 from usermirrorer.errors import ConfigError
 from usermirrorer.sim.baselines import CHOICE_MODELS, make_baseline
+from usermirrorer.sim.mnl import fitted_mnl
 from usermirrorer.sim.prompts import PromptSet
 from usermirrorer.sim.simulator import SimOptions, UserSimulator
 
@@ -34,11 +35,12 @@ __all__ = [
     "as_sim_options",
 ]
 
-#: The non-LLM models the environment and the eval command accept by name.
-BASELINE_CHOICE_MODELS: tuple[str, ...] = ("random", "popularity", "collaborative")
+#: The non-LLM models the environment and the eval command accept by name (``mnl`` is fitted
+#: on sampled train scenes when built).
+BASELINE_CHOICE_MODELS: tuple[str, ...] = ("random", "popularity", "collaborative", "mnl")
 #: Every non-LLM model :func:`make_choice_model` builds by name (the fidelity table adds
 #: ``most-popular``).
-NON_LLM_CHOICE_MODELS: tuple[str, ...] = tuple(CHOICE_MODELS)
+NON_LLM_CHOICE_MODELS: tuple[str, ...] = (*CHOICE_MODELS, "mnl")
 
 
 @runtime_checkable
@@ -80,7 +82,7 @@ def make_choice_model(
     Args:
         model: an object with ``choice_probs`` (returned as is); a non-LLM name
             (``"random"``, ``"popularity"``, ``"most-popular"``, ``"collaborative"``:
-            :mod:`usermirrorer.sim.baselines`); otherwise an LLM for :class:`UserSimulator`
+            :mod:`usermirrorer.sim.baselines`; ``"mnl"``: :mod:`usermirrorer.sim.mnl`); otherwise an LLM for :class:`UserSimulator`
             (``"smollm2-135m"``, ``"tiny-random"``, a local folder, a hub id).
         ds: the dataset a non-LLM model reads its counts from / fits its embedding on.
         backend: LLM backend name (``transformers``, ``vllm``, ``openai``).
@@ -103,10 +105,12 @@ def make_choice_model(
                 f"model must be a name or an object with choice_probs(scenes), got {type(model).__name__}"
             )
         return model
-    if model in CHOICE_MODELS:
+    if model in NON_LLM_CHOICE_MODELS:
         if ds is None:
             raise ConfigError(f"choice model {model!r} reads the interaction log: pass the dataset")
         kwargs = dict(options or {})
+        if model == "mnl":  # options may carry fit_scenes, embedder, features, l2
+            return fitted_mnl(ds, fit_rows=fit_rows, seed=seed, project_path=project_path, **kwargs)
         if model == "collaborative":
             kwargs = {"fit_rows": fit_rows, "seed": seed, "project_path": project_path, **kwargs}
         return make_baseline(model, ds, **kwargs)

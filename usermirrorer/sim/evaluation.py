@@ -98,6 +98,8 @@ class ScoredScene:
         seconds: this scene's share of its batch's model time.
         rationales: decision mode: the thoughts (may be empty).
         thought_probs: decision mode: one distribution per thought; else None.
+        scores: likelihood mode: the option scores before the temperature; else None.
+        likelihood: likelihood mode: ``(3, K)`` context / neutral log-likelihoods and token counts.
         hits: sampled behaviours equal to the real item (None without ``repeats``).
     """
 
@@ -110,6 +112,8 @@ class ScoredScene:
     seconds: float
     rationales: list[str] = field(default_factory=list, repr=False)
     thought_probs: np.ndarray | None = field(default=None, repr=False)
+    scores: np.ndarray | None = field(default=None, repr=False)
+    likelihood: np.ndarray | None = field(default=None, repr=False)
     hits: int | None = None
 
 
@@ -232,6 +236,8 @@ def evaluate(
                     probs=probs, seconds=spent / len(chunk),
                     rationales=list(getattr(result, "rationales", None) or []),
                     thought_probs=getattr(result, "thought_probs", None),
+                    scores=getattr(result, "scores", None),
+                    likelihood=getattr(result, "likelihood", None),
                 )
                 if per_scene:
                     item.hits = int(sample_hits([probs], [item.target], repeats, seed, [item.scene_id])[0])
@@ -322,6 +328,8 @@ def evaluate_file(
     truncate_history: bool = False,
     project_path: str | os.PathLike | None = None,
     console: Any = None,
+    likelihood_score: str = "pmi",
+    score_temperature: float = 1.0,
 ) -> dict[str, Any]:
     """Evaluate a choice model on a scenes file; resumable; prints a table per dataset.
 
@@ -337,9 +345,9 @@ def evaluate_file(
         output: per-scene results JSONL.
         model: LLM name / folder, a baseline name (``random``, ``popularity``,
             ``collaborative``: one per dataset, from ``project_path``), or a choice model.
-        mode, n_thoughts, max_thought_tokens, temperature, top_p, truncate_history: the
-            simulator's :class:`~usermirrorer.sim.SimOptions` (``seed`` and ``batch_size``
-            too).
+        mode, n_thoughts, max_thought_tokens, temperature, top_p, truncate_history,
+            likelihood_score, score_temperature: the simulator's
+            :class:`~usermirrorer.sim.SimOptions` (``seed`` and ``batch_size`` too).
         repeat: behaviours sampled per scene.
         backend: LLM backend; ``dtype``, ``share_prefix`` and ``threads`` set the
             ``transformers`` one.
@@ -390,7 +398,8 @@ def evaluate_file(
                    "prompts": load_prompts(prompts) if prompts else None,
                    "options": SimOptions(mode=mode, n_thoughts=n_thoughts, temperature=temperature, top_p=top_p,
                                          max_thought_tokens=max_thought_tokens, batch_size=batch_size, seed=seed,
-                                         truncate_history=truncate_history)}
+                                         truncate_history=truncate_history, likelihood_score=likelihood_score,
+                                         score_temperature=score_temperature)}
         models = _ModelPerDataset(model, project_path, **llm)
         console.print(f"model: {models.description}, mode: {mode}")
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -30,6 +30,9 @@ import numpy as np
 from usermirrorer.sim.prompts import LETTERS
 
 __all__ = [
+    "fit_temperature",
+    "fit_prior_weight",
+    "softmax_nll",
     "pad_probs",
     "sample_choices",
     "sampled_hits",
@@ -123,6 +126,63 @@ def top1_accuracy(probs: Sequence[np.ndarray], targets: Sequence[int]) -> float:
     is_top = np.isclose(p, top, rtol=0.0, atol=1e-12) & (p > 0)
     credit = is_top[np.arange(len(t)), t] / is_top.sum(axis=1)
     return float(credit.mean())
+
+
+def softmax_nll(scores: Sequence[np.ndarray], targets: Sequence[int], temperature: float) -> float:
+    """Mean negative log-likelihood (nats) of the real options under ``softmax(scores / T)``."""
+    total = 0.0
+    for row, target in zip(scores, targets):
+        z = np.asarray(row, dtype=np.float64) / temperature
+        m = z.max()
+        total += m + np.log(np.exp(z - m).sum()) - z[int(target)]
+    return total / max(len(scores), 1)
+
+
+def fit_temperature(scores: Sequence[np.ndarray], targets: Sequence[int],
+                    bounds: tuple[float, float] = (1e-3, 1e3)) -> float:
+    """The temperature ``T`` that minimises :func:`softmax_nll` of ``softmax(scores / T)``.
+
+    One parameter fitted on train scenes, so a scoring rule's log-loss and calibration are
+    compared fairly with other models' (its accuracy in the argmax sense does not move).
+    Golden-section search on ``log T`` (the NLL is unimodal there for these problems).
+    """
+    if len(scores) != len(targets) or not len(scores):
+        raise ValueError(f"need one target per score row and at least one row; got {len(scores)} and {len(targets)}")
+    lo, hi = np.log(bounds[0]), np.log(bounds[1])
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fb = softmax_nll(scores, targets, np.exp(a)), softmax_nll(scores, targets, np.exp(b))
+    for _ in range(80):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = softmax_nll(scores, targets, np.exp(a))
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + ratio * (hi - lo)
+            fb = softmax_nll(scores, targets, np.exp(b))
+    return float(np.exp((lo + hi) / 2.0))
+
+
+def fit_prior_weight(logprobs: Sequence[np.ndarray], priors: Sequence[np.ndarray], targets: Sequence[int],
+                     weights: Sequence[float] = tuple(np.round(np.linspace(0.0, 1.0, 21), 2))) -> tuple[float, float]:
+    """The prior weight ``w`` and temperature ``T`` of ``softmax((logprob - w * prior) / T)`` with the
+    lowest log-loss on the given scenes (``w`` on a grid, ``T`` by :func:`fit_temperature`).
+
+    ``w = 1`` divides each option text's prior out completely (PMI), ``w = 0`` keeps it: the
+    best mix depends on how the exposures were drawn (popularity-matched negatives favour PMI).
+
+    Returns:
+        ``(w, T)``.
+    """
+    best = (np.inf, 1.0, 1.0)
+    for w in weights:
+        scores = [np.asarray(lp) - w * np.asarray(pr) for lp, pr in zip(logprobs, priors)]
+        t = fit_temperature(scores, targets)
+        nll = softmax_nll(scores, targets, t)
+        if nll < best[0]:
+            best = (nll, float(w), t)
+    return best[1], best[2]
 
 
 def expected_calibration_error(probs: Sequence[np.ndarray], targets: Sequence[int], n_bins: int = 10) -> float:

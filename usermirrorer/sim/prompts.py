@@ -45,6 +45,7 @@ __all__ = [
     "LETTERS",
     "MAX_OPTIONS",
     "MODES",
+    "LETTER_MODES",
     "PromptSet",
     "Prompt",
     "DEFAULT_PROMPTS",
@@ -52,6 +53,7 @@ __all__ = [
     "option_letters",
     "build_messages",
     "build_prompt",
+    "build_likelihood_prompt",
     "clean_thought",
     "scene_id",
     "scene_text",
@@ -59,7 +61,9 @@ __all__ = [
 
 LETTERS = string.ascii_uppercase
 MAX_OPTIONS = len(LETTERS)
-MODES = ("direct", "decision")
+MODES = ("direct", "decision", "likelihood")
+# Modes that read a letter after the prompt (likelihood mode scores the option texts instead).
+LETTER_MODES = ("direct", "decision")
 
 _DECISION_SYSTEM = """\
 You are a user simulator for a recommender system. You become the person described in the \
@@ -97,6 +101,11 @@ list the platform has just shown you. Each option in the list carries a letter.
 Reply with the option this person picks, as a single line `Behavior: [X]` where X is the \
 option's letter. Write nothing else."""
 
+_LIKELIHOOD_SYSTEM = """\
+You are a user simulator for a recommender system. You become the person described in the \
+user profile, with the tastes and habits their history shows, and you name the next item this \
+person chooses, exactly as it is listed."""
+
 
 @dataclass(frozen=True)
 class PromptSet:
@@ -113,6 +122,13 @@ class PromptSet:
         decision_prefix: assistant prefix that starts a thought in decision mode.
         behavior_marker: where a thought ends and the letter follows; generation stops at it.
         thought_separator: put between a thought and ``behavior_marker`` when scoring it.
+        likelihood_system: system message of likelihood mode (the option texts are scored as
+            the assistant's answer; no letters).
+        likelihood_user_template: user message of likelihood mode; placeholders ``{profile}``,
+            ``{history}``.
+        likelihood_prefix: assistant prefix the option text follows in likelihood mode.
+        neutral_profile, neutral_history: the profile and history of the *neutral* context that
+            gives each option text its prior (PMI scoring divides it out).
     """
 
     decision_system: str = _DECISION_SYSTEM
@@ -124,11 +140,17 @@ class PromptSet:
     decision_prefix: str = "Thought:\nStimulus:"
     behavior_marker: str = "Behavior: ["
     thought_separator: str = "\n"
+    likelihood_system: str = _LIKELIHOOD_SYSTEM
+    likelihood_user_template: str = "# User Profile\n{profile}\n\n## History\n{history}\n\n# Next\nThe next item this person chooses:"
+    likelihood_prefix: str = ""
+    neutral_profile: str = "(nothing is known about this person)"
+    neutral_history: str = "(no history)"
 
     def __post_init__(self) -> None:
         for name, needed in (
             ("user_template", ("profile", "history", "exposure_list")),
             ("option_template", ("letter", "item")),
+            ("likelihood_user_template", ("profile", "history")),
         ):
             text = getattr(self, name)
             try:
@@ -149,8 +171,9 @@ class PromptSet:
             )
 
     def system(self, mode: str) -> str:
-        """The system message of ``mode`` (``"direct"`` or ``"decision"``)."""
-        return self.direct_system if _check_mode(mode) == "direct" else self.decision_system
+        """The system message of ``mode`` (``"direct"``, ``"decision"`` or ``"likelihood"``)."""
+        return {"direct": self.direct_system, "decision": self.decision_system,
+                "likelihood": self.likelihood_system}[_check_mode(mode)]
 
     def with_overrides(self, **fields: str) -> PromptSet:
         """A copy with some fields replaced (unknown names raise :class:`ConfigError`)."""
@@ -269,6 +292,8 @@ def build_messages(
         prompts: the prompt texts.
     """
     profile, history, actions = scene_text(scene)
+    if _check_mode(mode) == "likelihood":
+        return _likelihood_messages(profile, history, prompts)
     letters = option_letters(len(actions), f"scene {scene_id(scene)!r}")
     exposure = prompts.option_separator.join(
         prompts.option_template.format(letter=letter, item=item) for letter, item in zip(letters, actions)
@@ -289,6 +314,8 @@ def build_prompt(
     ``decision_prefix`` (for generating a thought); with a thought, it continues
     ``<thought><thought_separator><behavior_marker>`` (for scoring the thought).
     """
+    if mode == "likelihood":
+        return build_likelihood_prompt(scene, prompts)
     messages = tuple(build_messages(scene, mode, prompts))
     n = len(scene["text"]["action_list"])
     if mode == "direct":
@@ -298,6 +325,27 @@ def build_prompt(
     else:
         prefix = clean_thought(thought, prompts) + prompts.thought_separator + prompts.behavior_marker
     return Prompt(messages, prefix, scene_id(scene), n, tuple(LETTERS[:n]))
+
+
+def build_likelihood_prompt(scene: dict[str, Any] | None, prompts: PromptSet = DEFAULT_PROMPTS) -> Prompt:
+    """The likelihood-mode request of a scene: profile and history, then the assistant's answer.
+
+    The option texts are scored as continuations of it (no letters, so no letter bias).
+    ``scene=None`` gives the *neutral* request (``neutral_profile`` / ``neutral_history``), the
+    same for every scene, under which an option text has its prior likelihood.
+    """
+    if scene is None:
+        profile, history, sid, n = prompts.neutral_profile, prompts.neutral_history, "neutral", 0
+    else:
+        profile, history, actions = scene_text(scene)
+        option_letters(len(actions), f"scene {scene_id(scene)!r}")  # same 1..26 bound as letter modes
+        sid, n = scene_id(scene), len(actions)
+    return Prompt(tuple(_likelihood_messages(profile, history, prompts)), prompts.likelihood_prefix, sid, n, ())
+
+
+def _likelihood_messages(profile: str, history: str, prompts: PromptSet) -> list[dict[str, str]]:
+    user = prompts.likelihood_user_template.format(profile=profile, history=history)
+    return [{"role": "system", "content": prompts.likelihood_system}, {"role": "user", "content": user}]
 
 
 def clean_thought(thought: str, prompts: PromptSet = DEFAULT_PROMPTS) -> str:

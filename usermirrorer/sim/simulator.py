@@ -21,10 +21,12 @@ import numpy as np
 
 from usermirrorer.errors import BackendError, ConfigError
 from usermirrorer.sim.backends import Backend, make_backend
+from usermirrorer.sim.backends.base import SequenceScores
 from usermirrorer.sim.prompts import (
     DEFAULT_PROMPTS,
     MODES,
     PromptSet,
+    build_likelihood_prompt,
     build_prompt,
     clean_thought,
     option_letters,
@@ -32,7 +34,19 @@ from usermirrorer.sim.prompts import (
     scene_text,
 )
 
-__all__ = ["SimOptions", "ChoiceResult", "UserSimulator"]
+__all__ = ["SimOptions", "ChoiceResult", "UserSimulator", "LIKELIHOOD_SCORES", "DEBIAS", "likelihood_scores",
+           "debias_orders"]
+
+# How likelihood mode turns an option text's log-likelihood into a score (DESIGN.md §5):
+# "pmi" subtracts its log-likelihood in the neutral context (its prior), "sum" is the raw
+# log-likelihood, "mean" divides it by the option's token count.
+LIKELIHOOD_SCORES = ("pmi", "sum", "mean")
+# Option texts whose neutral-context log-likelihood is remembered (a catalog's worth).
+_PRIOR_CACHE_SIZE = 200_000
+# Position debiasing of the letter distribution in direct mode (DESIGN.md §5): average over
+# option orders mapped back ("reversed": 2 orders, "cyclic": all K shifts), or divide out the
+# model's letter prior estimated once from a few scenes in every cyclic order ("prior", PriDe).
+DEBIAS = ("none", "reversed", "cyclic", "prior")
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +56,8 @@ class SimOptions:
     """How the simulator queries the model.
 
     Attributes:
-        mode: ``"direct"`` (letter right away) or ``"decision"`` (thought, then letter).
+        mode: ``"direct"`` (letter right away), ``"decision"`` (thought, then letter) or
+            ``"likelihood"`` (each option text scored as the answer; no letters).
         n_thoughts: decision mode: thoughts sampled per scene; probabilities are their mean.
         temperature: decision mode: sampling temperature of thoughts (0 = greedy).
         top_p: decision mode: nucleus sampling mass.
@@ -51,6 +66,18 @@ class SimOptions:
         seed: default seed of thought sampling.
         truncate_history: drop the oldest history lines of a scene whose prompt does not fit
             the model's context (logged), instead of raising :class:`BackendError`.
+        likelihood_score: likelihood mode: ``"pmi"`` (log-likelihood after the profile and
+            history minus that after a neutral context), ``"sum"`` or ``"mean"`` (per token).
+        score_temperature: likelihood mode: probabilities are ``softmax(score / T)``; fit it
+            on train scenes with :func:`usermirrorer.sim.metrics.fit_temperature`.
+        prior_weight: likelihood mode, ``"pmi"``: the weight ``w`` of the neutral-context
+            log-likelihood subtracted (``1``: PMI; fit with :func:`~usermirrorer.sim.metrics.fit_prior_weight`).
+        debias: direct mode: ``"none"``, ``"reversed"`` (score the reversed list too, average),
+            ``"cyclic"`` (all K cyclic shifts, averaged) or ``"prior"`` (PriDe: the letter prior
+            is estimated from the first ``debias_scenes`` scenes of each list length in every
+            cyclic order, then divided out of every distribution). The orders share the
+            profile and history, so a prefix-caching backend recomputes only the option lines.
+        debias_scenes: ``"prior"``: scenes per list length the letter prior is estimated on.
     """
 
     mode: str = "direct"
@@ -61,6 +88,11 @@ class SimOptions:
     batch_size: int = 8
     seed: int = 0
     truncate_history: bool = False
+    likelihood_score: str = "pmi"
+    score_temperature: float = 1.0
+    prior_weight: float = 1.0
+    debias: str = "none"
+    debias_scenes: int = 8
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -72,6 +104,18 @@ class SimOptions:
             raise ConfigError(f"SimOptions.temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"SimOptions.top_p must be in (0, 1], got {self.top_p}")
+        if self.likelihood_score not in LIKELIHOOD_SCORES:
+            raise ConfigError(f"SimOptions.likelihood_score={self.likelihood_score!r}; expected one of "
+                              f"{list(LIKELIHOOD_SCORES)}")
+        if self.debias not in DEBIAS:
+            raise ConfigError(f"SimOptions.debias={self.debias!r}; expected one of {list(DEBIAS)}")
+        if self.debias != "none" and self.mode != "direct":
+            raise ConfigError(f"SimOptions.debias={self.debias!r} works on the letter distribution of direct "
+                              f"mode; got mode={self.mode!r}")
+        if int(self.debias_scenes) < 1:
+            raise ConfigError(f"SimOptions.debias_scenes must be >= 1, got {self.debias_scenes}")
+        if not self.score_temperature > 0:
+            raise ConfigError(f"SimOptions.score_temperature must be > 0, got {self.score_temperature}")
 
 
 @dataclass
@@ -83,11 +127,18 @@ class ChoiceResult:
         rationales: decision mode: one thought per sample; ``[]`` in direct mode.
         thought_probs: decision mode: ``(n_thoughts, K)``, one distribution per thought
             (``probs`` is their mean); ``None`` in direct mode.
+        scores: likelihood mode: ``(K,)`` option scores before the temperature
+            (``probs = softmax(scores / T)``), kept so a temperature can be fitted afterwards.
+        likelihood: likelihood mode: ``(3, K)``: each option's log-likelihood after the scene's
+            context, after the neutral context (NaN unless the score is ``"pmi"``), and its
+            token count; every scoring rule can be recomputed from it.
     """
 
     probs: np.ndarray
     rationales: list[str] = field(default_factory=list)
     thought_probs: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    likelihood: np.ndarray | None = None
 
     def sample(self, rng: np.random.Generator) -> int:
         """Draw an option index from ``probs`` with the caller's generator."""
@@ -139,6 +190,10 @@ class UserSimulator:
                     raise ConfigError(f"backend object {backend!r} has no {method}() method (see sim/backends/base.py)")
             self.backend = backend
         self._warned_no_lengths = False
+        # neutral-context log-likelihood and token count of each option text seen (PMI)
+        self._priors: dict[str, tuple[float, int]] = {}
+        # debias="prior": the estimated letter prior per list length
+        self._letter_priors: dict[int, np.ndarray] = {}
 
     def __deepcopy__(self, memo: dict) -> UserSimulator:
         # A loaded model is shared, not copied: gymnasium's env checker and spec re-creation
@@ -161,7 +216,7 @@ class UserSimulator:
         Args:
             scenes: one scene dict or a list of them (DESIGN.md §2 records; at least
                 ``text.profile``, ``text.history``, ``text.action_list``).
-            mode: ``"direct"`` or ``"decision"``; default ``options.mode``.
+            mode: ``"direct"``, ``"decision"`` or ``"likelihood"``; default ``options.mode``.
             n_thoughts: decision mode: thoughts per scene; default ``options.n_thoughts``.
             seed: decision mode: sampling seed; default ``options.seed``.
 
@@ -180,6 +235,8 @@ class UserSimulator:
             raise ConfigError(f"mode {mode!r} is not known; expected one of {list(MODES)}")
         if mode == "direct":
             results = self._direct(batch)
+        elif mode == "likelihood":
+            results = self._likelihood(batch)
         else:
             n = int(n_thoughts or self.options.n_thoughts)
             thoughts = self.thoughts(batch, n, seed)
@@ -245,8 +302,95 @@ class UserSimulator:
     # ------------------------------------------------------------------ internals
     def _direct(self, scenes: list[dict]) -> list[ChoiceResult]:
         scenes = self._prepare(scenes, "direct", extra_tokens=0)
-        prompts = [build_prompt(s, "direct", self.prompts) for s in scenes]
-        return [ChoiceResult(probs=p) for p in self._letter_probs(prompts)]
+        debias = self.options.debias
+        if debias in ("none", "prior"):
+            probs = self._letter_probs([build_prompt(s, "direct", self.prompts) for s in scenes])
+            if debias == "prior":
+                probs = self._divide_letter_prior(scenes, probs)
+            return [ChoiceResult(probs=p) for p in probs]
+        return [ChoiceResult(probs=p) for p in self._order_averaged(scenes, debias)]
+
+    def _per_order(self, scenes: list[dict], debias: str) -> tuple[list[list[list[int]]], list[list[np.ndarray]]]:
+        """For each scene its option orders and the letter distribution under each (letter positions)."""
+        orders = [debias_orders(len(scene_text(s)[2]), debias) for s in scenes]
+        prompts = [build_prompt(_with_order(s, order), "direct", self.prompts)
+                   for s, scene_orders in zip(scenes, orders) for order in scene_orders]
+        flat = iter(self._letter_probs(prompts))
+        return orders, [[next(flat) for _ in scene_orders] for scene_orders in orders]
+
+    def _order_averaged(self, scenes: list[dict], debias: str) -> list[np.ndarray]:
+        """Letter distributions averaged over option orders, each mapped back to the scene's order."""
+        orders, per_order = self._per_order(scenes, debias)
+        return [_mapped_back(o, p) for o, p in zip(orders, per_order)]
+
+    def _divide_letter_prior(self, scenes: list[dict], probs: list[np.ndarray]) -> list[np.ndarray]:
+        """PriDe: ``p(option) ~ p(its letter) / prior(letter)``, the prior estimated once per list length.
+
+        Under order ``o`` the model's letter ``j`` gets ``prior(j) * p(option o[j])`` (up to a
+        constant), so ``log prior(j)`` is the mean over the estimation scenes and their cyclic
+        orders of ``log p_observed(j) - log p_averaged(o[j])``.
+        """
+        out = []
+        for p in probs:
+            k = len(p)
+            if k not in self._letter_priors:
+                sample = [s for s in scenes if len(scene_text(s)[2]) == k][: self.options.debias_scenes]
+                orders, per_order = self._per_order(sample, "cyclic")
+                log_prior = np.zeros(k)
+                for scene_orders, observed in zip(orders, per_order):
+                    averaged = _mapped_back(scene_orders, observed)
+                    for order, seen in zip(scene_orders, observed):
+                        log_prior += np.log(np.maximum(seen, 1e-12)) - np.log(np.maximum(averaged[order], 1e-12))
+                prior = np.exp(log_prior / (len(sample) * k))
+                self._letter_priors[k] = prior / prior.sum()
+            out.append(_normalise(p / self._letter_priors[k]))
+        return out
+
+    def _likelihood(self, scenes: list[dict]) -> list[ChoiceResult]:
+        if not callable(getattr(self.backend, "continuation_logprobs", None)):
+            raise ConfigError(f"mode 'likelihood' needs a backend that scores option texts (continuation_logprobs); "
+                              f"{self.backend!r} has none: use the transformers or vllm backend, or a letter mode")
+        scenes = self._prepare(scenes, "likelihood", extra_tokens=self._longest_option_tokens(scenes))
+        options = [list(scene_text(s)[2]) for s in scenes]
+        context: list[SequenceScores] = []
+        size = self.options.batch_size
+        for start in range(0, len(scenes), size):
+            chunk = scenes[start : start + size]
+            context.extend(self.backend.continuation_logprobs(
+                [build_likelihood_prompt(s, self.prompts) for s in chunk], options[start : start + size]))
+        priors = self._neutral_logprobs(options) if self.options.likelihood_score == "pmi" else None
+        results = []
+        for i, scored in enumerate(context):
+            prior = None if priors is None else np.array([priors[t][0] for t in options[i]])
+            scores = likelihood_scores(scored.logprob, scored.tokens, self.options.likelihood_score, prior,
+                                       self.options.prior_weight)
+            table = np.stack([scored.logprob, np.full(len(scores), np.nan) if prior is None else prior,
+                              scored.tokens.astype(np.float64)])
+            results.append(ChoiceResult(probs=_softmax(scores / self.options.score_temperature), scores=scores,
+                                        likelihood=table))
+        return results
+
+    def _neutral_logprobs(self, options: list[list[str]]) -> dict[str, tuple[float, int]]:
+        """Neutral-context log-likelihood of every option text (computed once per text)."""
+        missing = list(dict.fromkeys(t for texts in options for t in texts if t not in self._priors))
+        if len(self._priors) + len(missing) > _PRIOR_CACHE_SIZE:
+            self._priors.clear()
+            missing = list(dict.fromkeys(t for texts in options for t in texts))
+        neutral = build_likelihood_prompt(None, self.prompts)
+        per_call = max(1, self.options.batch_size * 4)
+        for start in range(0, len(missing), per_call):
+            texts = missing[start : start + per_call]
+            (scored,) = self.backend.continuation_logprobs([neutral], [texts])
+            for text, lp, n in zip(texts, scored.logprob, scored.tokens):
+                self._priors[text] = (float(lp), int(n))
+        return self._priors
+
+    def _longest_option_tokens(self, scenes: list[dict]) -> int:
+        lengths_of = getattr(self.backend, "prompt_lengths", None)
+        if not self.options.truncate_history or lengths_of is None:
+            return 0
+        # A rough bound (characters / 2): only the budget for cutting histories depends on it.
+        return max((len(t) for s in scenes for t in scene_text(s)[2]), default=0) // 2 + 2
 
     def _letter_probs(self, prompts: list) -> list[np.ndarray]:
         out: list[np.ndarray] = []
@@ -308,6 +452,63 @@ class UserSimulator:
             scene_id(scene), n, budget, dropped,
         )
         return fitted
+
+
+def likelihood_scores(logprob: np.ndarray, tokens: np.ndarray, kind: str = "pmi",
+                      prior: np.ndarray | None = None, prior_weight: float = 1.0) -> np.ndarray:
+    """Option scores of likelihood mode from the options' log-likelihoods (see :data:`LIKELIHOOD_SCORES`).
+
+    Args:
+        logprob: ``(K,)`` log-likelihood of each option text after the scene's context.
+        tokens: ``(K,)`` token count of each option.
+        kind: ``"pmi"`` (needs ``prior``), ``"sum"`` or ``"mean"``.
+        prior: ``(K,)`` log-likelihood of each option text after the neutral context.
+        prior_weight: ``"pmi"``: how much of the prior is divided out (``logprob - w * prior``;
+            1 is PMI, 0 the raw sum).
+    """
+    logprob = np.asarray(logprob, dtype=np.float64)
+    if kind == "sum":
+        return logprob
+    if kind == "mean":
+        return logprob / np.maximum(np.asarray(tokens, dtype=np.float64), 1.0)
+    if kind == "pmi":
+        if prior is None:
+            raise ConfigError("PMI scores need the options' neutral-context log-likelihoods (prior)")
+        return logprob - prior_weight * np.asarray(prior, dtype=np.float64)
+    raise ConfigError(f"likelihood score {kind!r} is not known; expected one of {list(LIKELIHOOD_SCORES)}")
+
+
+def debias_orders(k: int, debias: str) -> list[list[int]]:
+    """The option orders a debiased letter distribution averages over (identity first).
+
+    ``order[j]`` is the original position of the option shown at position ``j``.
+    """
+    identity = list(range(k))
+    if debias == "reversed":
+        return [identity, identity[::-1]] if k > 1 else [identity]
+    if debias in ("cyclic", "prior"):
+        return [identity[s:] + identity[:s] for s in range(k)]
+    return [identity]
+
+
+def _mapped_back(orders: list[list[int]], per_order: list[np.ndarray]) -> np.ndarray:
+    """Mean over orders of the distributions mapped back to the original option positions."""
+    total = np.zeros(len(orders[0]))
+    for order, probs in zip(orders, per_order):
+        total[order] += probs  # letter j of this order shows option order[j]
+    return total / len(orders)
+
+
+def _with_order(scene: dict, order: list[int]) -> dict:
+    """``scene`` with its options shown in ``order`` (only the text the model reads changes)."""
+    actions = scene["text"]["action_list"]
+    return {**scene, "scene_id": f"{scene_id(scene)}~{'-'.join(map(str, order))}",
+            "text": {**scene["text"], "action_list": [actions[i] for i in order]}}
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max())
+    return z / z.sum()
 
 
 def _normalise(p: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Letter probabilities from the transformers backend, for comparison with the vLLM backends.
+"""Letter probabilities (and likelihood-mode option log-likelihoods) from the transformers
+backend, for comparison with the vLLM backends.
 
 Run in the project's main environment (the vLLM tests call it there, because ``.venv-vllm``
 carries an older transformers)::
@@ -21,7 +22,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from usermirrorer.sim.backends.transformers_backend import TransformersBackend
-    from usermirrorer.sim.prompts import build_prompt
+    from usermirrorer.sim.prompts import build_likelihood_prompt, build_prompt
 
     scenes = json.loads(open(args.scenes).read())
     backend = TransformersBackend(args.model, dtype=args.dtype, num_threads=2)
@@ -35,6 +36,12 @@ def main() -> None:
         "transformers": transformers.__version__,
         "token_ids": backend.encode(prompts),
         "probs": [np.exp(lp).tolist() for lp in logprobs],
+        # likelihood mode: each option text's log-likelihood after the scene's context
+        "likelihood": [
+            {"logprob": scored.logprob.tolist(), "tokens": scored.tokens.tolist()}
+            for scored in backend.continuation_logprobs([build_likelihood_prompt(s) for s in scenes],
+                                                        [s["text"]["action_list"] for s in scenes])
+        ],
     }
     with open(args.out, "w") as fh:
         json.dump(result, fh)

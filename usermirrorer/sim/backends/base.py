@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from usermirrorer.errors import BackendError
+from usermirrorer.errors import BackendError, DataError
 from usermirrorer.sim.prompts import Prompt
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "BackendStats",
     "ChatPromptEncoder",
     "Prompt",
+    "SequenceScores",
     "cut_at_stop",
     "floor_missing_logprobs",
     "prompt_seeds",
@@ -70,6 +71,27 @@ class Backend(Protocol):
             before the first stop string.
         """
         ...
+
+    # Likelihood mode also needs ``continuation_logprobs(prompts, continuations) ->
+    # list[SequenceScores]`` (the log-likelihood of each continuation text right after the
+    # prompt's assistant prefix); a backend without it cannot run that mode.
+
+
+@dataclass(frozen=True)
+class SequenceScores:
+    """Log-likelihoods of the continuations of one prompt (likelihood mode, DESIGN.md §5).
+
+    Attributes:
+        logprob: ``(K,)`` float64: ``sum_j log P(token_j | prompt, earlier tokens)`` over each
+            continuation's tokens.
+        tokens: ``(K,)`` int: how many tokens each continuation has (for length-normalised scores).
+    """
+
+    logprob: np.ndarray
+    tokens: np.ndarray
+
+    def __repr__(self) -> str:
+        return f"SequenceScores(logprob={np.array2string(self.logprob, precision=2)}, tokens={self.tokens.tolist()})"
 
 
 def renormalise_logprobs(logprobs: np.ndarray) -> np.ndarray:
@@ -188,6 +210,35 @@ class ChatPromptEncoder:
         ids = single_token_letter_ids(self.tokenizer, tail, letters, self.model_name)
         self._letter_ids[key] = ids
         return ids
+
+    def encode_continuations(self, prompt: Prompt, continuations: list[str]) -> tuple[list[list[int]], list[int]]:
+        """Token ids of ``prompt`` followed by each continuation, and where each continuation starts.
+
+        Each row is the tokenisation of the whole text (rendered prompt + continuation), so every
+        backend scores the same tokens; a continuation starts where its row leaves the prompt's
+        own tokens (normally right after them; earlier when the tokenizer merges across the
+        boundary, and then the merged token is scored too).
+
+        Returns:
+            ``(rows, starts)``: ``rows[i][starts[i]:]`` are the scored tokens of continuation ``i``.
+
+        Raises:
+            DataError: an empty continuation (nothing to score).
+        """
+        rendered = self.render(prompt)
+        context = self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        rows = [list(r) for r in self.tokenizer([rendered + c for c in continuations], add_special_tokens=False)["input_ids"]]
+        starts = []
+        for text, row in zip(continuations, rows):
+            start = 0
+            limit = min(len(context), len(row))
+            while start < limit and row[start] == context[start]:
+                start += 1
+            if start >= len(row) or not text:
+                raise DataError(f"scene {prompt.scene_id!r}: option {text!r} adds no token to score; "
+                                "every option needs a non-empty text")
+            starts.append(start)
+        return rows, starts
 
     def letter_ids_for(self, prompt: Prompt, letters: list[str] | tuple[str, ...]) -> list[int]:
         """Letter token ids for one prompt (looks at the end of its rendered text)."""

@@ -33,7 +33,14 @@ from typing import Any
 import numpy as np
 
 from usermirrorer.errors import BackendError, ConfigError
-from usermirrorer.sim.backends.base import BackendStats, ChatPromptEncoder, Prompt, cut_at_stop, renormalise_logprobs
+from usermirrorer.sim.backends.base import (
+    BackendStats,
+    ChatPromptEncoder,
+    Prompt,
+    SequenceScores,
+    cut_at_stop,
+    renormalise_logprobs,
+)
 from usermirrorer.sim.models import resolve_model
 
 __all__ = ["TransformersBackend", "cpu_supports_bf16", "BackendStats"]
@@ -403,6 +410,66 @@ class TransformersBackend:
         self._remember_rows(arrays, cache)
         rng = torch.arange(b, device=self.device)
         return list(logits[rng, rng].float().cpu().numpy())
+
+    # ------------------------------------------------------------------ likelihood mode
+    def continuation_logprobs(self, prompts: list[Prompt], continuations: list[list[str]]) -> list[SequenceScores]:
+        """Log-likelihood of each continuation text right after each prompt (likelihood mode).
+
+        The K continuations of a prompt share its tokens: with ``share_prefix`` the prompt is
+        computed once (or found in the prefix cache) and only the continuation tokens are
+        computed per option. Equal to scoring every sequence on its own to float rounding.
+        """
+        if len(prompts) != len(continuations):
+            raise ConfigError(f"got {len(prompts)} prompts but {len(continuations)} continuation lists")
+        out = []
+        for prompt, texts in zip(prompts, continuations):
+            rows, starts = self.encoder.encode_continuations(prompt, list(texts))
+            self._check_lengths([prompt] * len(rows), rows)
+            sums = self.sequence_logprobs(rows, starts)
+            out.append(SequenceScores(sums, np.array([len(r) - s for r, s in zip(rows, starts)], dtype=np.int64)))
+        return out
+
+    def sequence_logprobs(self, rows: list[list[int]], starts: list[int], share_prefix: bool | None = None) -> np.ndarray:
+        """``sum_{j >= starts[i]} log P(rows[i][j] | rows[i][:j])`` for each row (float64)."""
+        if len(rows) != len(starts):
+            raise ConfigError(f"got {len(rows)} rows but {len(starts)} start positions")
+        if any(not 1 <= s < len(r) for r, s in zip(rows, starts)):
+            raise ConfigError("each start must lie inside its row and after its first token")
+        share = (self.share_prefix if share_prefix is None else share_prefix) and self._can_share
+        self.stats.prompts += len(rows)
+        self.stats.prompt_tokens += sum(len(r) for r in rows)
+        arrays = [np.asarray(r, dtype=np.int64) for r in rows]
+        # The prefix may reach up to the token before the first scored one: its logits come
+        # from the suffix pass.
+        p = min(_common_prefix(arrays), min(starts) - 1) if share else 0
+        if p < _MIN_SHARED_PREFIX:
+            return self._sequence_pass(arrays, starts, 0, None)
+        return self._sequence_pass(arrays, starts, p, self._prefix_layers(arrays[0][:p]))
+
+    def _sequence_pass(self, arrays: list[np.ndarray], starts: list[int], p: int, layers) -> np.ndarray:
+        """One batched forward over ``arrays[i][p:]`` (after the cached prefix ``layers`` of ``p`` tokens)."""
+        torch = self._torch
+        suffixes = [a[p:].tolist() for a in arrays]
+        input_ids, suffix_mask = self._pad(suffixes)
+        b, width = input_ids.shape
+        if layers is not None:
+            mask = torch.cat([torch.ones((b, p), dtype=torch.long, device=self.device), suffix_mask], dim=1)
+            cache = self._cache_from(layers, b)
+        else:
+            mask, cache = suffix_mask, None
+        positions = (torch.arange(width, device=self.device) + p).unsqueeze(0).expand(b, width)
+        # logits only from the first position that predicts a scored token
+        first = min(starts) - 1 - p
+        logits, _ = self._forward(input_ids, mask, positions, width - first, cache=cache, use_cache=False)
+        self.stats.computed_tokens += sum(len(x) for x in suffixes)
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        out = np.zeros(b, dtype=np.float64)
+        for i, (a, start) in enumerate(zip(arrays, starts)):
+            # position q (absolute) predicts token q + 1; keep q in [start - 1, len - 2]
+            at = torch.arange(start - 1, len(a) - 1, device=self.device) - p - first
+            targets = torch.as_tensor(a[start:], device=self.device)
+            out[i] = float(logprobs[i, at, targets].double().sum())
+        return out
 
     def _remember_rows(self, arrays: list[np.ndarray], cache) -> None:
         # Keep each row's own KV so a follow-up request of the same session (same profile and
