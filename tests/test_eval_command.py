@@ -74,3 +74,14 @@ def test_eval_cli_with_popularity_choice_model(tmp_path, scene_factory):
     (rec,) = read_jsonl(out)
     assert int(np.argmax(rec["probs"])) == 1 and rec["model"] == "popularity"
     assert main(["eval", "--model", "popularity", "--input", str(inp), "--output", str(tmp_path / "x.jsonl")]) == 1
+
+
+def test_eval_cli_in_likelihood_mode(tmp_path, tiny_model_dir, scene_factory):
+    scenes = [scene_factory(i, k=4) for i in range(3)]
+    inp, out = tmp_path / "scenes.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(inp, scenes)
+    assert main(["eval", "--model", str(tiny_model_dir), "--input", str(inp), "--output", str(out), "--mode",
+                 "likelihood", "--score-temperature", "2.0", "--dtype", "float32", "--repeat", "3"]) == 0
+    records = read_jsonl(out)
+    assert [r["mode"] for r in records] == ["likelihood"] * 3
+    assert all(len(r["probs"]) == 4 and sum(r["probs"]) == pytest.approx(1, abs=1e-5) for r in records)

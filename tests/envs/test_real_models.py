@@ -102,3 +102,17 @@ def test_smollm2_session_on_ml100k_reuses_the_user_prefix(ml100k_project):
     # step 2 recomputes only the new history line and the slate
     assert computed < 0.8 * prompt, (computed, prompt)
     assert "picked" in env.render()
+
+
+def test_tiny_llm_likelihood_mode_env_scores_the_outside_option_text(small_ds, tiny_model_dir):
+    env = gym.make(ENV_ID, dataset=small_ds, model=str(tiny_model_dir), exposure_size=3, allow_skip=True,
+                   mode="likelihood", max_steps=2, backend_kwargs={"dtype": "float32"}).unwrapped
+    check_env(env)
+    env.reset(seed=3)
+    _, _, _, _, info = env.step(np.arange(3))
+    assert info["probs"].shape == (4,) and np.isclose(info["probs"].sum(), 1.0)
+    assert info["scene"]["text"]["action_list"][-1].startswith("None of these")
+    # the same step again gives the same distribution: no sampling inside likelihood scoring
+    env.reset(seed=3)
+    _, _, _, _, again = env.step(np.arange(3))
+    np.testing.assert_allclose(info["probs"], again["probs"], atol=1e-6)
