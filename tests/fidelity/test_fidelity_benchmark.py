@@ -161,6 +161,14 @@ def test_plan_rows_and_extra_model_parsing():
     assert by_label["My model"].mode == "decision" and by_label["My model"].limit == 10
     with pytest.raises(ConfigError, match="share the label"):
         plan_rows(FidelityConfig(extra_models=(extra, extra)), None)
+    debiased = {r.label: r for r in plan_rows(FidelityConfig(llm_limit=40, debias=("reversed", "prior")), None)}
+    row = debiased["SmolLM2-135M-Instruct base, direct (debiased: prior)"]
+    assert (row.mode, row.debias, row.limit) == ("direct", "prior", 40)
+    # a debiased row caches apart from the plain direct row
+    plain = debiased["SmolLM2-135M-Instruct base, direct"]
+    assert plain.debias == "none" and row.key != plain.key
+    with pytest.raises(ConfigError, match="debias methods"):
+        FidelityConfig(debias=("sideways",)).validate()
 
 
 def test_cli_parses_and_helps(capsys):
