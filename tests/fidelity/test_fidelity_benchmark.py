@@ -167,6 +167,10 @@ def test_plan_rows_and_extra_model_parsing():
     # a debiased row caches apart from the plain direct row
     plain = debiased["SmolLM2-135M-Instruct base, direct"]
     assert plain.debias == "none" and row.key != plain.key
+    # a fitted row's cache depends on how many train-user scenes it was fitted on
+    mnl = {r.label: r for r in plan_rows(FidelityConfig(fit_scenes=400), None)}["learned MNL (5 features)"]
+    other = {r.label: r for r in plan_rows(FidelityConfig(fit_scenes=800), None)}["learned MNL (5 features)"]
+    assert mnl.fit_scenes == 400 and mnl.key != other.key
     with pytest.raises(ConfigError, match="debias methods"):
         FidelityConfig(debias=("sideways",)).validate()
 

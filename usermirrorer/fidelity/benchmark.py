@@ -228,7 +228,9 @@ def plan_rows(config: FidelityConfig, direct_ft_manifest: Mapping[str, Any] | No
             continue  # no text embedder, no content row (the MNL then drops that feature too)
         label, note = _BASELINE_ROWS[name]
         kind, fit_on = _FITTED_ROWS.get(name, (name, "both"))
-        rows.append(ModelSpec(label=label, kind=kind, limit=config.limit, note=note, fit_on=fit_on))
+        fitted = config.fit_scenes if name in _FITTED_ROWS else 0
+        rows.append(ModelSpec(label=label, kind=kind, limit=config.limit, note=note, fit_on=fit_on,
+                              fit_scenes=fitted))
 
     def llm(label: str, model: str, mode: str, role: str, note: str = "") -> ModelSpec:
         mode_limit = config.likelihood_limit if mode == "likelihood" else config.llm_limit

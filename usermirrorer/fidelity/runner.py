@@ -60,6 +60,8 @@ class ModelSpec:
         debias: direct mode: letter-position debiasing (:data:`usermirrorer.sim.simulator.DEBIAS`).
         fit_on: fitted log-only rows: the train-user scenes they learn from, ``both``
             constructions or only ``standard`` / ``popularity-matched`` ones.
+        fit_scenes: fitted log-only rows: how many train-user scenes were sampled to fit them
+            (part of the key, so a cached fit is not reused under another count; 0: not fitted).
         batch_size: scenes per backend call.
         note: shown in the table.
     """
@@ -76,6 +78,7 @@ class ModelSpec:
     note: str = ""
     debias: str = "none"
     fit_on: str = "both"
+    fit_scenes: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -98,6 +101,8 @@ class ModelSpec:
             ignore |= {"debias"}
         if self.fit_on == "both":
             ignore |= {"fit_on"}
+        if not self.fit_scenes:
+            ignore |= {"fit_scenes"}
         fields = {k: v for k, v in asdict(self).items() if k not in ignore}
         if self.kind == "llm" and self.model:
             fields["model_stamp"] = _model_stamp(self.model)
