@@ -104,6 +104,10 @@ def _add_fidelity(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", action="append", default=[], metavar="NAME[@MODE][=LABEL]",
                    help="another model to evaluate (repeatable); MODE direct (default) or decision")
     p.add_argument("--no-direct-ft", action="store_true", help="leave out the direct-mode fine-tune row")
+    p.add_argument("--no-likelihood-ft", action="store_true",
+                   help="leave out the likelihood-mode trainings (`usermirrorer train`) and their learning curve")
+    p.add_argument("--curve-limit", type=int, default=200,
+                   help="eval scenes per variant of each learning-curve point (default 200)")
     p.add_argument("--baselines", default="random,popularity,most-popular,collaborative,content,mnl,mnl-standard,"
                    "mnl-matched", help="comma-separated log-only rows (default: all eight; mnl-standard / "
                    "mnl-matched are the MNL fitted on one construction's train-user scenes only)")
@@ -167,6 +171,7 @@ def run_fidelity_command(args: argparse.Namespace) -> int:
                         for m in args.finetuned),
         finetuned_decision=args.finetuned_decision,
         extra_models=tuple(parse_extra_model(m) for m in args.model), direct_ft=not args.no_direct_ft,
+        likelihood_ft=not args.no_likelihood_ft, curve_limit=args.curve_limit,
         baselines=tuple(b.strip() for b in args.baselines.split(",") if b.strip()),
         row_minutes=args.row_minutes, repeats=args.repeats,
         batch_size=args.batch_size, fresh=args.fresh, progress=not args.no_progress, command=command_line(),

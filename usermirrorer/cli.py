@@ -25,6 +25,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("probs", "usermirrorer.probs_command"),
     ("filter", "usermirrorer.filter_command"),
     ("finetune", "usermirrorer.finetune_command"),
+    ("train", "usermirrorer.train_command"),
     ("reproduce", "usermirrorer.reproduce_command"),
     ("bench", "usermirrorer.bench_command"),
 ]

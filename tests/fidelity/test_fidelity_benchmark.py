@@ -208,3 +208,44 @@ def test_likelihood_row_is_reported_under_each_scoring_rule_with_a_fitted_temper
     assert roles == {"base LLM", "scoring variant"}
     # the LLM's rows are compared with the learned MNL, the honest bar
     assert any(c["b"] == "learned MNL (5 features)" and c["a"] == likelihood[0] for c in first_run["comparisons"])
+
+
+def test_a_likelihood_training_adds_its_rows_and_a_learning_curve(first_run, project, tiny_model_dir):
+    import shutil
+    from dataclasses import replace
+
+    from usermirrorer.data_pipeline.training.likelihood_train import profile_config
+    from usermirrorer.fidelity.workspace import train_likelihood_row
+
+    config = replace(profile_config("tiny", project_path=str(project)), dataset="synthetic", eval_user_fraction=0.3,
+                     base_model=str(tiny_model_dir), examples=8, batch_size=2, curve=(4,), save_every=4)
+    manifest = train_likelihood_row(config, progress=False)
+    split = json.loads(FidelityPaths(project).split.read_text())
+    assert manifest["trained_user_ids"] and not set(manifest["trained_user_ids"]) & set(split["eval_users"])
+    assert [c["examples"] for c in manifest["checkpoints"]] == [4, 8]
+    try:
+        result = run_fidelity(_config(project, tiny_model_dir, baselines=("random",), base_modes=("likelihood",),
+                                      curve_limit=10, fit_scenes=20, likelihood_fit_scenes=10,
+                                      results_dir=str(project / "results-trained")))
+        rows = {r["label"]: r for r in result["rows"] if r["variant"] == "standard"}
+        name = Path(tiny_model_dir).name
+        final = rows[f"{name} trained (next-item, 8 ex), likelihood (PMI)"]
+        assert final["role"] == "fine-tuned" and final["score"]["n"] == N_SCENES
+        curve_row = rows[f"{name} trained (next-item, 4 ex), likelihood (PMI)"]
+        assert curve_row["role"] == "learning curve" and curve_row["score"]["n"] == 10
+        points = {(p["examples"], p["variant"]) for p in result["learning_curve"] if p["rule"] == "PMI"}
+        assert points == {(x, v) for x in (0, 4, 8) for v in ("standard", "popularity-matched")}
+        assert {p["score"]["n"] for p in result["learning_curve"]} == {10}
+        md = (project / "results-trained" / "fidelity.md").read_text()
+        assert "## Learning curve (held-out users)" in md and "## Likelihood-mode training (next-item, CPU)" in md
+        assert "trained (next-item, 4 ex)" not in md.split("## Learning curve")[0]  # curve points: own section
+        assert (project / "results-trained" / "fidelity_learning_curve.png").stat().st_size > 0
+        # a training whose users meet the eval users is refused
+        path = FidelityPaths(project).likelihood_ft("next-item") / "training.json"
+        bad = json.loads(path.read_text())
+        bad["trained_user_ids"] = split["eval_users"][:1] + bad["trained_user_ids"]
+        path.write_text(json.dumps(bad))
+        with pytest.raises(DataError, match="trained on 1 eval user"):
+            run_fidelity(_config(project, tiny_model_dir, baselines=("random",), base_modes=()))
+    finally:
+        shutil.rmtree(FidelityPaths(project).root / "likelihood-ft")

@@ -56,6 +56,7 @@ from usermirrorer.fidelity.workspace import (
     ensure_split,
     load_benchmark_raws,
     load_direct_ft_manifest,
+    load_likelihood_ft_manifests,
     scenes_build_seconds,
     users_in_files,
 )
@@ -115,6 +116,10 @@ class FidelityConfig:
         finetuned_decision: also run the fine-tuned checkpoints in decision mode.
         extra_models: other models from the command line.
         direct_ft: include the direct-mode fine-tune recipe's model when it exists.
+        likelihood_ft: include the likelihood-mode trainings (``usermirrorer train``) when they
+            exist: the last checkpoint on the likelihood rows' scenes, the earlier ones (the
+            learning curve) on the first ``curve_limit`` scenes per variant.
+        curve_limit: scenes per variant of the learning-curve points.
         baselines: which log-only rows to run.
         row_minutes: stop computing an LLM row after this many minutes (its answers so far are
             kept, cached and reported with their count); None: no limit.
@@ -151,6 +156,8 @@ class FidelityConfig:
     finetuned_decision: bool = False
     extra_models: tuple[ExtraModel, ...] = ()
     direct_ft: bool = True
+    likelihood_ft: bool = True
+    curve_limit: int = 200
     baselines: tuple[str, ...] = ("random", "popularity", "most-popular", "collaborative", "content", "mnl",
                                   "mnl-standard", "mnl-matched")
     row_minutes: float | None = None
@@ -170,7 +177,7 @@ class FidelityConfig:
 
     def validate(self) -> FidelityConfig:
         self.scene_spec  # noqa: B018 - validates the scene options
-        for name in ("limit", "llm_limit", "likelihood_limit"):
+        for name in ("limit", "llm_limit", "likelihood_limit", "curve_limit"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
@@ -218,7 +225,15 @@ def _short(model: str) -> str:
     return {"smollm2-135m": "SmolLM2-135M-Instruct"}.get(model, Path(model).name or model)
 
 
-def plan_rows(config: FidelityConfig, direct_ft_manifest: Mapping[str, Any] | None) -> list[ModelSpec]:
+ROLE_CURVE = "learning curve"
+
+
+def _trained_label(manifest: Mapping[str, Any], examples: int) -> str:
+    return f"{_short(manifest['base_model'])} trained ({manifest['loss']}, {examples} ex), likelihood"
+
+
+def plan_rows(config: FidelityConfig, direct_ft_manifest: Mapping[str, Any] | None,
+              likelihood_ft_manifests: Sequence[Mapping[str, Any]] = ()) -> list[ModelSpec]:
     """The rows of the table, in order."""
     rows: list[ModelSpec] = []
     for name in config.baselines:
@@ -258,6 +273,15 @@ def plan_rows(config: FidelityConfig, direct_ft_manifest: Mapping[str, Any] | No
         steps = "; ".join(f"{s['stage'].upper()} {s['steps']} steps × {s['batch_size']}" for s in direct_ft_manifest["stages"])
         rows.append(llm(f"{_short(direct_ft_manifest['base_model'])} direct-FT (ours, CPU)", direct_ft_manifest["model_dir"],
                         "direct", "fine-tuned", f"{direct_ft_manifest['train_scenes']} train-user scenes; {steps}"))
+    for manifest in likelihood_ft_manifests if config.likelihood_ft else ():
+        *earlier, last = sorted(manifest["checkpoints"], key=lambda c: c["examples"])
+        note = (f"{manifest['loss']} loss on {last['examples']} train-user scenes, top "
+                f"{manifest['config']['trainable_layers']} layers, {last['seconds'] / 60:.0f} min")
+        rows.append(llm(_trained_label(manifest, last["examples"]), last["model_dir"], "likelihood", "fine-tuned", note))
+        for point in earlier:
+            curve_row = llm(_trained_label(manifest, point["examples"]), point["model_dir"], "likelihood", ROLE_CURVE,
+                            f"learning-curve point: {point['examples']} train-user scenes")
+            rows.append(replace(curve_row, limit=min(x for x in (curve_row.limit, config.curve_limit) if x)))
     for ft in config.finetuned:
         label = ft.label or f"{_short(ft.model)} pipeline fine-tune"
         rows.append(llm(f"{label}, direct", ft.model, "direct", "fine-tuned", "pipeline checkpoint"))
@@ -384,9 +408,39 @@ def _likelihood_rows(row: ModelSpec, variant_runs: dict[str, ModelRun], fit_scen
             derived[variant] = replace(run, probs=z / z.sum(axis=1, keepdims=True))
         note = (f"score: {suffix}; softmax temperature {temperature:.3g} " + ("(not fitted)" if name == "pmi-t1" else
                 f"fitted on {len(fitted.scene_ids)} train-user scenes"))
-        role = ROLE_SCORING_VARIANT if name in _VARIANT_RULES else row.role
+        role = ROLE_SCORING_VARIANT if name in _VARIANT_RULES and row.role != ROLE_CURVE else row.role
         out.append((replace(row, label=f"{row.label} ({suffix.split(',')[0]})", role=role,
                             note=(row.note + "; " if row.note else "") + note), derived))
+    return out
+
+
+# scoring rules the learning curve is shown under (the label suffixes of _likelihood_rows)
+_CURVE_RULES = ("PMI", "sum of log-probs", "prior weight fitted")
+
+
+def _learning_curve(config: FidelityConfig, manifests: Sequence[Mapping[str, Any]],
+                    runs: Mapping[tuple[str, str], ModelRun]) -> list[dict[str, Any]]:
+    """Held-out scores after 0 (the base model), ..., N train examples, on the same scenes.
+
+    Every point is scored on the first ``curve_limit`` scenes per variant (the final checkpoint
+    and the base row answered more: their answers are cut to those scenes), so the points differ
+    only in training.
+    """
+    out = []
+    base = f"{_short(config.base_model)} base, likelihood"
+    for manifest in manifests:
+        points = [(0, base)] if manifest["base_model"] == config.base_model else []
+        points += [(c["examples"], _trained_label(manifest, c["examples"])) for c in manifest["checkpoints"]]
+        for examples, label in points:
+            for rule in _CURVE_RULES:
+                for variant in VARIANTS:
+                    run = runs.get((f"{label} ({rule})", variant))
+                    if run is None:
+                        continue
+                    n = min(config.curve_limit, len(run.scene_ids))
+                    score = score_run(run.probs[:n], run.item_pos[:n], run.seconds, config.repeats, seed=config.seed)
+                    out.append({"loss": manifest["loss"], "examples": examples, "rule": rule, "variant": variant,
+                                "label": label, "score": score.as_dict()})
     return out
 
 
@@ -425,7 +479,10 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
     manifest = load_direct_ft_manifest(config.project_path) if config.direct_ft else None
     if manifest is not None:
         split.check_disjoint(manifest.get("trained_user_ids", []), f"the direct-mode fine-tune {manifest['model_dir']}")
-    rows = plan_rows(config, manifest)
+    trained = load_likelihood_ft_manifests(config.project_path) if config.likelihood_ft else []
+    for ft_manifest in trained:
+        split.check_disjoint(ft_manifest.get("trained_user_ids", []), f"the likelihood-mode training {ft_manifest['loss']}")
+    rows = plan_rows(config, manifest, trained)
     # a model trained elsewhere is scored only on eval users absent from its training data
     excluded: dict[str, set[str]] = {}
     for ft, label in _external_rows(config, rows):
@@ -565,6 +622,8 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
         "comparisons": comparisons,
         "conclusion": _conclusion([c for c in comparisons if c["a"] in tuned]),
         "direct_finetune": manifest and {k: v for k, v in manifest.items() if k != "trained_user_ids"},
+        "likelihood_training": [{k: v for k, v in m.items() if k != "trained_user_ids"} for m in trained],
+        "learning_curve": _learning_curve(config, trained, runs),
         "example_thoughts": examples,
         "resumed_rows": resumed_rows,
         "stage_seconds": stage_seconds,
@@ -591,6 +650,7 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
     if result_rows:
         report.plot_accuracy(result, results_dir / f"{RESULT_STEM}_accuracy.png")
         report.plot_reliability(result, results_dir / f"{RESULT_STEM}_reliability.png")
+        report.plot_learning_curve(result, results_dir / f"{RESULT_STEM}_learning_curve.png")
     console.print(report.rich_table(result))
     console.print(report.reference_table())
     console.print(f"results: {results_dir / (RESULT_STEM + '.md')} (+ .json, _accuracy.png, _reliability.png); "

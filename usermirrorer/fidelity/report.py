@@ -61,8 +61,12 @@ def _acc_cell(score: Mapping[str, Any]) -> str:
     return f"{_pct(score['accuracy'])} [{_pct(low)}, {_pct(high)}]"
 
 
+# rows shown in their own section (the learning curve), not in the main tables
+_OWN_SECTION_ROLES = ("learning curve",)
+
+
 def _rows_for(result: Mapping[str, Any], variant: str) -> list[Mapping[str, Any]]:
-    return [r for r in result["rows"] if r["variant"] == variant]
+    return [r for r in result["rows"] if r["variant"] == variant and r.get("role") not in _OWN_SECTION_ROLES]
 
 
 def markdown_report(result: Mapping[str, Any]) -> str:
@@ -131,7 +135,7 @@ def markdown_report(result: Mapping[str, Any]) -> str:
     lines.append("|---|---|---:|" + "---:|" * len(variants) + "---|")
     for label in result["row_order"]:
         per = {r["variant"]: r for r in result["rows"] if r["label"] == label}
-        if not per:
+        if not per or next(iter(per.values())).get("role") in _OWN_SECTION_ROLES:
             continue
         first = next(iter(per.values()))
         cells = [_acc_cell(per[v]["score"]) if v in per else "—" for v in variants]
@@ -191,6 +195,8 @@ def markdown_report(result: Mapping[str, Any]) -> str:
         )
         lines.append("")
 
+    lines.extend(_training_section(result))
+
     # reference -------------------------------------------------------------------------
     lines.append("## The paper's figures (NOT measured here)")
     lines.append("")
@@ -240,6 +246,84 @@ def markdown_report(result: Mapping[str, Any]) -> str:
             lines.append(f"*{label}*, scene `{ex['scene_id']}` (real item: {ex['real_letter']}): “{text[:600]}”")
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _training_section(result: Mapping[str, Any]) -> list[str]:
+    """The likelihood-mode trainings: how they ran, and the learning curve."""
+    lines: list[str] = []
+    for ft in result.get("likelihood_training") or []:
+        c = ft["config"]
+        lines.append(f"## Likelihood-mode training ({ft['loss']}, CPU)")
+        lines.append("")
+        lines.append(
+            f"`{ft['command']}`: {ft['train_scenes']} train scenes ({c['negatives']} negatives, K={c['k']}) from "
+            f"{ft['train_users']} train users only (0 eval users); base {ft['base_model']}, top "
+            f"{c['trainable_layers']} layers + final norm trained, AdamW lr {c['lr']:g} (warm-up {c['warmup']} steps, "
+            f"linear decay), batch {c['batch_size']}, bf16 autocast {'on' if ft['autocast_bf16'] else 'off'}, "
+            f"{ft['threads']} threads. {ft['tokens_per_example']:.0f} tokens per example. Train time "
+            f"{ft['train_seconds'] / 60:.1f} min: **{ft['examples_per_second']} examples/s**, about "
+            f"{ft['flops_per_example'] / 1e9:.0f} GFLOP per example (frozen forward + trained layers' forward and "
+            f"backward + the head at scored positions), so ~{ft['achieved_gflops']} GFLOP/s achieved; load average "
+            f"at the end {ft.get('load')}."
+        )
+        lines.append("")
+        if ft.get("history"):
+            lines.append("Train loss (mean over each span): " + ", ".join(
+                f"{h['examples']}: {h['loss']:.3f}" for h in ft["history"]) + ".")
+            lines.append("")
+    curve = result.get("learning_curve") or []
+    if curve:
+        variants = result["setup"]["variants"]
+        lines.append("## Learning curve (held-out users)")
+        lines.append("")
+        n = {p["score"]["n"] for p in curve}
+        lines.append(f"Each point scored on the same first {'/'.join(str(x) for x in sorted(n))} eval scenes per "
+                     "variant; 0 examples = the base model. E[acc] % (log-loss) per scoring rule; the "
+                     "temperature (and the prior weight) of each point fitted on train-user scenes.")
+        lines.append("")
+        rules = list(dict.fromkeys(p["rule"] for p in curve))
+        lines.append("| loss | examples | " + " | ".join(f"{r}: {v}" for r in rules for v in variants) + " |")
+        lines.append("|---|---:|" + "---:|" * (len(rules) * len(variants)))
+        keys = list(dict.fromkeys((p["loss"], p["examples"]) for p in curve))
+        for loss, examples in keys:
+            cells = []
+            for rule in rules:
+                for v in variants:
+                    hit = [p for p in curve if (p["loss"], p["examples"], p["rule"], p["variant"]) == (loss, examples, rule, v)]
+                    cells.append(f"{_pct(hit[0]['score']['expected_accuracy'])} ({_num(hit[0]['score']['log_loss'])})"
+                                 if hit else "—")
+            lines.append(f"| {loss} | {examples} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def plot_learning_curve(result: Mapping[str, Any], path: str | os.PathLike) -> Path | None:
+    """E[acc] against train examples, one line per loss, rule and variant (None: no curve)."""
+    curve = result.get("learning_curve") or []
+    if not curve:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(result["setup"]["variants"]), figsize=(11, 4), sharey=True, squeeze=False)
+    for ax, variant in zip(axes[0], result["setup"]["variants"]):
+        for loss, rule in dict.fromkeys((p["loss"], p["rule"]) for p in curve):
+            pts = sorted((p["examples"], 100 * p["score"]["expected_accuracy"]) for p in curve
+                         if (p["loss"], p["rule"], p["variant"]) == (loss, rule, variant))
+            ax.plot([max(x, 1) for x, _ in pts], [y for _, y in pts], marker="o", label=f"{loss}, {rule}")
+        ax.axhline(100 / result["setup"]["k"], color="grey", linestyle=":", label="random")
+        ax.set_xscale("log")
+        ax.set_title(variant)
+        ax.set_xlabel("train examples (0 plotted at 1)")
+    axes[0][0].set_ylabel("held-out E[acc] %")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _most_popular_here(result: Mapping[str, Any]) -> str:
@@ -369,7 +453,7 @@ def rich_table(result: Mapping[str, Any]):
     table.add_column("scenes/s", justify="right")
     for label in result["row_order"]:
         per = {r["variant"]: r for r in result["rows"] if r["label"] == label}
-        if not per:
+        if not per or next(iter(per.values())).get("role") in _OWN_SECTION_ROLES:
             continue
         first = next(iter(per.values()))
         cells = []

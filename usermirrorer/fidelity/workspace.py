@@ -7,6 +7,8 @@
     scenes/<variant>.jsonl     the eval scenes; scenes/meta.json says what they were built from
     cache/<variant>/<row>.jsonl  each row's answers per scene (resume after an interruption)
     direct-ft/                 the direct-mode fine-tune: pref data, torchtune runs, training.json
+    likelihood-ft/<loss>/      the likelihood-mode training (``usermirrorer train``): resume state,
+                               checkpoints/ex-<N> (the learning curve), training.json
 
 The split is a pure function of the dataset, the seed and the eval share, so it never moves
 under a model trained on one of its versions. A model trained elsewhere (the pipeline's
@@ -26,6 +28,7 @@ from typing import Any
 from usermirrorer.data_pipeline.jsonl import iter_jsonl, read_jsonl, write_jsonl
 from usermirrorer.data_pipeline.raw import RawDataset, load_raws
 from usermirrorer.data_pipeline.training.direct_finetune import MANIFEST_NAME, DirectFinetuneConfig, run_direct_finetune
+from usermirrorer.data_pipeline.training.likelihood_train import LOSSES, LikelihoodTrainConfig, LikelihoodTrainRecipe
 from usermirrorer.errors import DataError
 from usermirrorer.fidelity.eval_scenes import (
     VARIANTS,
@@ -46,6 +49,8 @@ __all__ = [
     "scenes_build_seconds",
     "finetune_direct_row",
     "load_direct_ft_manifest",
+    "train_likelihood_row",
+    "load_likelihood_ft_manifests",
 ]
 
 
@@ -86,6 +91,9 @@ class FidelityPaths:
     @property
     def direct_ft_manifest(self) -> Path:
         return self.direct_ft / MANIFEST_NAME
+
+    def likelihood_ft(self, loss: str) -> Path:
+        return self.root / "likelihood-ft" / loss
 
     def __repr__(self) -> str:
         return f"FidelityPaths({str(self.root)!r})"
@@ -208,3 +216,37 @@ def load_direct_ft_manifest(project_path: str | os.PathLike) -> dict[str, Any] |
     if not Path(manifest.get("model_dir", "")).joinpath("config.json").exists():
         return None
     return manifest
+
+
+def train_likelihood_row(config: LikelihoodTrainConfig, *, fresh: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train the benchmark's likelihood-mode rows on its train users only; returns the manifest.
+
+    The split is the benchmark's (:func:`ensure_split`); the run lands in
+    ``<project>/fidelity/likelihood-ft/<loss>/`` and resumes from its state there.
+    """
+    ds = load_benchmark_raws(config.project_path, config.dataset)
+    split = ensure_split(ds, config.project_path, config.seed, config.eval_user_fraction)
+    recipe = LikelihoodTrainRecipe(config, ds, split.train_users, split.eval_users,
+                                   FidelityPaths(config.project_path).likelihood_ft(config.loss),
+                                   split_info={"seed": split.seed, "eval_user_fraction": split.eval_user_fraction},
+                                   fresh=fresh)
+    recipe.setup()
+    return recipe.train(progress=progress)
+
+
+def load_likelihood_ft_manifests(project_path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The finished likelihood-mode trainings' manifests (one per loss), checkpoints present."""
+    out = []
+    for loss in LOSSES:
+        path = FidelityPaths(project_path).likelihood_ft(loss) / MANIFEST_NAME
+        if not path.exists():
+            continue
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} is not valid JSON ({exc}); delete it and rerun `usermirrorer train`") from exc
+        manifest["checkpoints"] = [c for c in manifest.get("checkpoints", [])
+                                   if Path(c["model_dir"]).joinpath("config.json").exists()]
+        if manifest["checkpoints"]:
+            out.append(manifest)
+    return out

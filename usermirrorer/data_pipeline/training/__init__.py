@@ -8,15 +8,24 @@ selection) -> :mod:`~usermirrorer.data_pipeline.training.preference` (SFT/DPO re
 files) -> :mod:`~usermirrorer.data_pipeline.training.finetune` (torchtune SFT then DPO, with
 :mod:`~usermirrorer.data_pipeline.training.torchtune_components` and the shipped configs).
 The LLM stages share :mod:`~usermirrorer.data_pipeline.training.stage` (chunk seeds, resume);
-:mod:`~usermirrorer.data_pipeline.training.direct_finetune` is the cheap direct-mode recipe.
+:mod:`~usermirrorer.data_pipeline.training.direct_finetune` is the cheap direct-mode recipe;
+:mod:`~usermirrorer.data_pipeline.training.likelihood_train` trains a model for likelihood mode
+(next-item or listwise loss; ``usermirrorer train``).
 Importing this package does not import torch or torchtune.
 """
 
 from __future__ import annotations
 
 from usermirrorer.data_pipeline.training.decisions import decisions_path, run_decisions
-from usermirrorer.data_pipeline.training.direct_finetune import DirectFinetuneConfig, run_direct_finetune
+from usermirrorer.data_pipeline.training.direct_finetune import (
+    DirectFinetuneConfig,
+    run_direct_finetune,
+)
 from usermirrorer.data_pipeline.training.finetune import FinetuneResult, finetune, shipped_configs
+from usermirrorer.data_pipeline.training.likelihood_train import (
+    LikelihoodTrainConfig,
+    LikelihoodTrainRecipe,
+)
 from usermirrorer.data_pipeline.training.preference import (
     build_direct_pref,
     filter_preferences,
@@ -25,28 +34,35 @@ from usermirrorer.data_pipeline.training.preference import (
     run_filter,
 )
 from usermirrorer.data_pipeline.training.probs import probs_path, run_probs
-from usermirrorer.data_pipeline.training.stage import VERSIONS, StageReport, load_train_scenes, run_resumable
+from usermirrorer.data_pipeline.training.stage import (
+    VERSIONS,
+    StageReport,
+    load_train_scenes,
+    run_resumable,
+)
 from usermirrorer.data_pipeline.training.uncertainty import FilterConfig, FilterReport
 
 __all__ = [
     "VERSIONS",
-    "StageReport",
-    "load_train_scenes",
-    "run_resumable",
-    "decisions_path",
-    "run_decisions",
-    "probs_path",
-    "run_probs",
+    "DirectFinetuneConfig",
     "FilterConfig",
     "FilterReport",
-    "filter_preferences",
-    "build_direct_pref",
-    "pref_path",
-    "run_filter",
-    "run_direct_pref",
     "FinetuneResult",
+    "LikelihoodTrainConfig",
+    "LikelihoodTrainRecipe",
+    "StageReport",
+    "build_direct_pref",
+    "decisions_path",
+    "filter_preferences",
     "finetune",
-    "shipped_configs",
-    "DirectFinetuneConfig",
+    "load_train_scenes",
+    "pref_path",
+    "probs_path",
+    "run_decisions",
     "run_direct_finetune",
+    "run_direct_pref",
+    "run_filter",
+    "run_probs",
+    "run_resumable",
+    "shipped_configs",
 ]

@@ -39,14 +39,13 @@ import numpy as np
 
 from usermirrorer.data_pipeline.jsonl import write_jsonl
 from usermirrorer.data_pipeline.raw import RawDataset
-from usermirrorer.data_pipeline.sampling.sampler import SceneConfig, sample_scenes
 from usermirrorer.data_pipeline.training.finetune import finetune
 from usermirrorer.data_pipeline.training.preference import build_direct_pref
-from usermirrorer.errors import ConfigError, DataError
+from usermirrorer.data_pipeline.training.train_scenes import TRAIN_NEGATIVES, sample_train_scenes
+from usermirrorer.errors import ConfigError
 
 __all__ = ["DirectFinetuneConfig", "run_direct_finetune", "MANIFEST_NAME", "TRAIN_NEGATIVES"]
 
-TRAIN_NEGATIVES = ("standard", "popularity-matched", "mixed")
 _TRAIN_SEED_TAG = 83
 # The manifest the fidelity benchmark reads to find (and vet) the trained model.
 MANIFEST_NAME = "training.json"
@@ -100,27 +99,6 @@ class DirectFinetuneConfig:
         return self
 
 
-def _train_scenes(ds: RawDataset, config: DirectFinetuneConfig, train_users: Sequence[str],
-                  eval_users: Sequence[str], project_path: str | os.PathLike) -> list[dict[str, Any]]:
-    parts = {"standard": [("standard", config.train_scenes)],
-             "popularity-matched": [("popularity-matched", config.train_scenes)],
-             "mixed": [("standard", config.train_scenes - config.train_scenes // 2),
-                       ("popularity-matched", config.train_scenes // 2)]}[config.negatives]
-    scenes: list[dict[str, Any]] = []
-    for negatives, n in parts:
-        scene_config = SceneConfig(n_samples=n, min_exposure=config.k, max_exposure=config.k, split="train",
-                                   seed=config.seed * 1000 + _TRAIN_SEED_TAG, negatives=negatives,
-                                   embedder=config.embedder)
-        records, _ = sample_scenes(ds, scene_config, project_path=project_path, users=list(train_users),
-                                   exclude_users=list(eval_users))
-        scenes.extend(records)
-    leaked = {s["user_id"] for s in scenes} & set(eval_users)
-    if leaked:  # the sampler was told to exclude them; this guards the guarantee itself
-        raise DataError(f"train scenes contain {len(leaked)} eval user(s); refusing to train on them")
-    rng = np.random.default_rng([config.seed, _TRAIN_SEED_TAG])
-    return [scenes[i] for i in rng.permutation(len(scenes))]
-
-
 def run_direct_finetune(config: DirectFinetuneConfig, ds: RawDataset, train_users: Sequence[str],
                         eval_users: Sequence[str], out: str | os.PathLike, *,
                         split_info: Mapping[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
@@ -141,7 +119,9 @@ def run_direct_finetune(config: DirectFinetuneConfig, ds: RawDataset, train_user
     """
     config.validate()
     started = time.perf_counter()
-    scenes = _train_scenes(ds, config, train_users, eval_users, config.project_path)
+    scenes = sample_train_scenes(ds, config.train_scenes, k=config.k, negatives=config.negatives, seed=config.seed,
+                                 seed_tag=_TRAIN_SEED_TAG, train_users=train_users, eval_users=eval_users,
+                                 project_path=config.project_path, embedder=config.embedder)
     pairs = build_direct_pref(scenes, np.random.default_rng([config.seed, _TRAIN_SEED_TAG, 1]))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
