@@ -52,7 +52,7 @@ from usermirrorer.data_pipeline.popularity import (  # causal_popularity & co: r
     iter_causal_popularity,
     popularity_bins,
 )
-from usermirrorer.data_pipeline.raw import RawDataset, format_time, load_raws
+from usermirrorer.data_pipeline.raw import RawDataset, format_time, load_raws, parse_time
 from usermirrorer.data_pipeline.sampling.draws import first_occurrence, gumbel, successive_draws, topk_desc
 from usermirrorer.data_pipeline.sampling.scorers import (
     SceneBatch,
@@ -266,8 +266,8 @@ def interaction_rows(ds: RawDataset, records: Sequence[dict[str, Any]]) -> np.nd
         if user is None or item is None:
             continue
         try:
-            t = int(np.datetime64(record["timestamp"], "s").astype(np.int64))
-        except (KeyError, ValueError, TypeError):
+            t = parse_time(record["timestamp"])
+        except (KeyError, ValueError):
             continue
         k = user * (2**33) + (t - t0 + 1)
         lo, hi = np.searchsorted(key, k, "left"), np.searchsorted(key, k, "right")
