@@ -23,6 +23,8 @@ def add_llm_stage_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", help="transformers backend: torch dtype (e.g. bfloat16, float32)")
     p.add_argument("--base-url", help="openai backend: server URL")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--fresh", action="store_true",
+                   help="delete this stage's output and start over (needed after changing the model or options)")
 
 
 def add_batch_arguments(p: argparse.ArgumentParser) -> None:
