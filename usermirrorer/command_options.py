@@ -8,11 +8,16 @@ from typing import Any
 from usermirrorer.data_pipeline.training.stage import VERSIONS
 from usermirrorer.errors import ConfigError
 
-__all__ = ["add_llm_stage_arguments", "add_batch_arguments", "check_batch_arguments", "backend_kwargs_from_args"]
+__all__ = ["INTERRUPTED_RESUMES", "add_llm_stage_arguments", "add_batch_arguments", "check_batch_arguments", "backend_kwargs_from_args"]
+
+
+# What `usermirrorer <command>` prints on Ctrl-C when the command appends and resumes.
+INTERRUPTED_RESUMES = "interrupted; finished records are kept and a re-run resumes"
 
 
 def add_llm_stage_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments shared by ``decisions`` and ``probs``."""
+    p.set_defaults(interrupted=INTERRUPTED_RESUMES)
     p.add_argument("--dataset", required=True, help="dataset name: reads <project>/datasets/<D>_train.jsonl")
     p.add_argument("--project-path", required=True, help="working directory (DESIGN §2 layout)")
     p.add_argument("--model", required=True, help="registry name (smollm2-135m, tiny-random, ...), folder or hub id")

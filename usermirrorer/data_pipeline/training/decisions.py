@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from usermirrorer.data_pipeline.jsonl import JsonlAppender
+from usermirrorer.data_pipeline.sampling.draws import check_seed
 from usermirrorer.data_pipeline.training.stage import (
     StageReport,
     check_version,
@@ -134,6 +135,7 @@ def run_decisions(
         simulator: a ready simulator (tests); built from ``model``/``backend`` otherwise.
     """
     check_version(version)
+    check_seed(seed)
     scenes = load_train_scenes(project_path, dataset)
     if limit is not None:
         scenes = scenes[:limit]
