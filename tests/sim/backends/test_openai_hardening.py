@@ -25,7 +25,7 @@ class _Server:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
+            def do_POST(self):
                 owner.requests.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
                 status, body, pause = owner.script[min(len(owner.requests) - 1, len(owner.script) - 1)]
                 self.send_response(status)
@@ -137,10 +137,9 @@ def test_malformed_200_replies_are_retried_then_named(tiny_model_dir, prompt, bo
         backend = _backend(tiny_model_dir, server.url)
         [lp] = backend.letter_logprobs([prompt], [list(prompt.letters)])
         assert backend.stats.retries == 1 and np.exp(lp).sum() == pytest.approx(1.0)
-    with _Server([(200, body, 0)]) as server:
-        with pytest.raises(BackendError, match="3 attempts, last error HTTP 200 with"):
-            _backend(tiny_model_dir, server.url).generate([prompt], n=1, temperature=1.0, top_p=0.9, max_tokens=4,
-                                                          stop=[], seed=0)
+    with _Server([(200, body, 0)]) as server, pytest.raises(BackendError, match="3 attempts, last error HTTP 200 with"):
+        _backend(tiny_model_dir, server.url).generate([prompt], n=1, temperature=1.0, top_p=0.9, max_tokens=4,
+                                                      stop=[], seed=0)
 
 
 @pytest.mark.parametrize("kwargs, fragment", [({"timeout_s": 0}, "timeout_s must be"),
