@@ -135,3 +135,24 @@ def test_eval_decision_mode_thoughts_do_not_depend_on_limit_or_resume(tmp_path, 
     assert [r["rationales"] for r in a] == [r["rationales"] for r in b]
     for x, y in zip(a, b):
         assert x["probs"] == pytest.approx(y["probs"], abs=1e-5)
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"),
+                                   PermissionError(13, "Permission denied", "/w/datasets/toy_train.jsonl")])
+def test_disk_full_and_permission_errors_are_one_line(raws_project, capsys, monkeypatch, error):
+    def fails(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(scenes_command, "build_scene_file", fails)
+    assert _scenes(raws_project) == 1
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # before it: the progress notes on stderr
+    assert last.startswith("usermirrorer scenes: error:") and error.strerror in last and "Traceback" not in err
+
+
+def test_a_directory_as_input_file_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "scenes.jsonl"
+    folder.mkdir()
+    assert main(["eval", "--model", "random", "--input", str(folder), "--output", str(tmp_path / "o.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert str(folder) in err and "directory" in err and len(err.strip().splitlines()) == 1

@@ -125,6 +125,9 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
     1. Termination: with `allow_skip`, the user leaves after `patience` consecutive skips.
     2. Truncation: `max_steps` steps were taken.
 
+    A `step()` after either raises `gymnasium.error.ResetNeeded`: call `reset()` first
+    (`RecVectorEnv` resets such sub-envs itself).
+
     ## Arguments
 
     ```python
@@ -151,7 +154,7 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
     | `reward` | str or callable | `"click"` | `"click"`, `"rank"`, `"rating"` or `f(StepOutcome)` |
     | `max_steps` | int | 20 | truncation length |
     | `history_size` | int | 20 | length of the `history` observation |
-    | `history_window` | int | None | real history items shown in the prompt |
+    | `history_window` | int >= 1 | None | real history items shown in the prompt |
     | `min_history` | int | 3 | real interactions a user needs to be drawn |
     | `start` | str | `"random"` | `"random"` or `"end"`, see Starting State |
     | `step_seconds` | int | 3600 | time between steps |
