@@ -400,7 +400,7 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
             )
         try:
             slate = np.asarray(action)
-        except Exception as exc:  # ragged lists and the like
+        except (TypeError, ValueError, OverflowError) as exc:  # ragged lists and the like
             raise InvalidAction(f"slate {action!r} is not an array of item indices: {exc}") from None
         k = self.exposure_size
         if slate.ndim != 1 or slate.shape[0] != k:
