@@ -68,9 +68,31 @@ def main(argv: list[str] | None = None) -> int:
     except UserMirrorerError as exc:
         print(f"usermirrorer {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a directory where a file belongs, permissions, a full disk ...
+        print(f"usermirrorer {args.command}: error: {_os_problem(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("interrupted; finished records are kept and a re-run resumes", file=sys.stderr)
+        print(f"usermirrorer {args.command}: {getattr(args, 'interrupted', INTERRUPTED)}", file=sys.stderr)
         return 130
+
+
+# What an interrupt leaves, by default; a command that resumes or writes nothing sets its own
+# ``interrupted`` default on its parser (command_options.INTERRUPTED_RESUMES).
+INTERRUPTED = "interrupted; check its outputs before using them"
+
+
+def _os_problem(exc: OSError) -> str:
+    """One line: the path, what the system said, and what to check."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    what = exc.strerror or str(exc)
+    hint = {
+        "IsADirectoryError": "expected a file, found a directory",
+        "NotADirectoryError": "a part of the path is a file, not a directory",
+        "FileExistsError": "the path exists and is not a directory",
+        "PermissionError": "check the permissions",
+        "FileNotFoundError": "check the path",
+    }.get(type(exc).__name__, "no space left; free some disk space" if exc.errno == 28 else "")
+    return f"{where}{what}" + (f" ({hint})" if hint else "")
 
 
 if __name__ == "__main__":

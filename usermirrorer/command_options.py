@@ -8,11 +8,16 @@ from typing import Any
 from usermirrorer.data_pipeline.training.stage import VERSIONS
 from usermirrorer.errors import ConfigError
 
-__all__ = ["add_llm_stage_arguments", "add_batch_arguments", "check_batch_arguments", "backend_kwargs_from_args"]
+__all__ = ["INTERRUPTED_RESUMES", "add_llm_stage_arguments", "add_batch_arguments", "check_batch_arguments", "backend_kwargs_from_args"]
+
+
+# What `usermirrorer <command>` prints on Ctrl-C when the command appends and resumes.
+INTERRUPTED_RESUMES = "interrupted; finished records are kept and a re-run resumes"
 
 
 def add_llm_stage_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments shared by ``decisions`` and ``probs``."""
+    p.set_defaults(interrupted=INTERRUPTED_RESUMES)
     p.add_argument("--dataset", required=True, help="dataset name: reads <project>/datasets/<D>_train.jsonl")
     p.add_argument("--project-path", required=True, help="working directory (DESIGN §2 layout)")
     p.add_argument("--model", required=True, help="registry name (smollm2-135m, tiny-random, ...), folder or hub id")
@@ -23,6 +28,8 @@ def add_llm_stage_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", help="transformers backend: torch dtype (e.g. bfloat16, float32)")
     p.add_argument("--base-url", help="openai backend: server URL")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--fresh", action="store_true",
+                   help="delete this stage's output and start over (needed after changing the model or options)")
 
 
 def add_batch_arguments(p: argparse.ArgumentParser) -> None:

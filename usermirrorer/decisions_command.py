@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         args.project_path, args.dataset, args.model, args.version, n=args.n, backend=args.backend,
         seed=args.seed, chunk_size=args.chunk_size, max_thought_tokens=args.max_thought_tokens,
         temperature=args.temperature, top_p=args.top_p, limit=args.limit, progress=not args.no_progress,
-        backend_kwargs=kwargs,
+        backend_kwargs=kwargs, fresh=args.fresh,
     )
     console.print(f"decisions: {report.written} scenes written, {report.skipped} already done "
                   f"({report.seconds:.0f} s) -> {report.path}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 
+from usermirrorer.command_options import INTERRUPTED_RESUMES
 from usermirrorer.sim.choice_models import BASELINE_CHOICE_MODELS
 from usermirrorer.sim.evaluation import evaluate_file
 from usermirrorer.sim.prompts import MODES
@@ -74,7 +75,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--truncate-history", action="store_true",
                         help="drop the oldest history lines of prompts longer than the model context (else: error)")
     parser.add_argument("--project-path", default=None, help="project folder with raws/ (needed by popularity/collaborative)")
-    parser.set_defaults(func=run)
+    parser.add_argument("--fresh", action="store_true",
+                        help="delete --output and start over (needed after changing the model or options)")
+    parser.set_defaults(func=run, interrupted=INTERRUPTED_RESUMES)
     return parser
 
 
@@ -85,6 +88,6 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend, batch_size=args.batch_size, limit=args.limit, seed=args.seed, dtype=args.dtype,
         share_prefix=not args.no_share_prefix, threads=args.threads, prompts=args.prompts,
         truncate_history=args.truncate_history, project_path=args.project_path,
-        likelihood_score=args.likelihood_score, score_temperature=args.score_temperature,
+        likelihood_score=args.likelihood_score, score_temperature=args.score_temperature, fresh=args.fresh,
     )
     return 0

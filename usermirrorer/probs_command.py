@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     report = run_probs(args.project_path, args.dataset, args.model, args.version, backend=args.backend,
                        chunk_size=args.chunk_size, limit=args.limit, progress=not args.no_progress,
-                       backend_kwargs=kwargs)
+                       backend_kwargs=kwargs, fresh=args.fresh)
     console.print(f"probs: {report.written} scenes written, {report.skipped} already done "
                     f"({report.seconds:.0f} s) -> {report.path}")
     return 0

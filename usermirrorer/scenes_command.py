@@ -89,7 +89,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="write here instead of W/datasets/D_<split>.jsonl")
     parser.add_argument("--chunk-mb", type=int, default=256, metavar="MB",
                         help="memory bound of the per-chunk score arrays (default 256)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, interrupted=(
+        "interrupted; nothing was written (scenes are written all at once, at the end); run the command again"))
     return parser
 
 

@@ -13,9 +13,30 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from usermirrorer.errors import DataError, data_problem
+from usermirrorer.errors import ConfigError, DataError, data_problem
 
-__all__ = ["read_jsonl", "iter_jsonl", "write_jsonl", "JsonlAppender", "done_keys"]
+__all__ = ["read_jsonl", "iter_jsonl", "write_jsonl", "JsonlAppender", "done_keys", "check_run_params"]
+
+# Integers beyond this magnitude are no ids, counts or seconds: refused at parse time, so a
+# 400-digit number cannot overflow later in a float conversion far from its file and line.
+_MAX_INT_DIGITS = 19
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise ValueError(f"number with {len(text.lstrip('-'))} digits is out of range")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:20]} is out of range of a 64-bit float")
+    return value
+
+
+def _loads(line: str) -> Any:
+    return json.loads(line, parse_int=_parse_int, parse_float=_parse_float)
 
 
 def iter_jsonl(
@@ -39,7 +60,7 @@ def iter_jsonl(
                 continue
             try:
                 line = raw_line.decode("utf-8")
-                record = json.loads(line)
+                record = _loads(line)
                 what = None if isinstance(record, dict) else (
                     f"expected a JSON object, got {type(record).__name__}")
             except UnicodeDecodeError as exc:
@@ -47,6 +68,10 @@ def iter_jsonl(
                         "re-encode the file as UTF-8")
             except json.JSONDecodeError as exc:
                 what = f"not valid JSON ({exc.msg} at column {exc.colno}); the line may be truncated"
+            except RecursionError:
+                what = "JSON nested too deeply to read; expected a flat record"
+            except ValueError as exc:  # from _parse_int / _parse_float
+                what = f"not a usable JSON record ({exc})"
             if what is None:
                 yield lineno, record
             elif problems is not None:
@@ -65,16 +90,29 @@ def _dumps(record: dict[str, Any]) -> str:
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> int:
-    """Write records to ``path`` atomically (temp file + rename). Returns the count."""
+    """Write records to ``path`` atomically (temp file + rename). Returns the count.
+
+    The temp file is removed on every failure (full disk, an interrupt, a bad record), so a
+    failed write leaves neither a partial output nor a stray ``*.tmp``.
+
+    Raises:
+        DataError: ``path`` is a directory.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"output {str(path)!r} is a directory; expected a file path ending in .jsonl")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with tmp.open("w", encoding="utf-8") as fh:
-        for record in records:
-            fh.write(_dumps(record) + "\n")
-            n += 1
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for record in records:
+                fh.write(_dumps(record) + "\n")
+                n += 1
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return n
 
 
@@ -128,3 +166,40 @@ def done_keys(path: str | os.PathLike, key: Callable[[dict[str, Any]], Any]) -> 
         return set()
     _drop_torn_tail(path)
     return {key(record) for _, record in iter_jsonl(path)}
+
+
+def check_run_params(path: str | os.PathLike, params: dict[str, Any], *, fresh: bool = False,
+                     fresh_flag: str = "--fresh") -> None:
+    """Tie a resumable output to the parameters of the run that writes it.
+
+    The parameters are kept next to the output as ``<output>.params.json``. A resumed run
+    whose parameters differ would mix records of two runs under one file, so it is refused;
+    ``fresh`` deletes the output (and its parameters) and starts over.
+
+    Raises:
+        ConfigError: the output holds records of a run with other parameters.
+    """
+    path = Path(path)
+    side = path.with_name(path.name + ".params.json")
+    if fresh:
+        path.unlink(missing_ok=True)
+        side.unlink(missing_ok=True)
+    params = json.loads(json.dumps(params))  # the form it takes on disk (tuples -> lists)
+    has_records = path.exists() and path.stat().st_size > 0
+    if has_records and side.exists():
+        try:
+            stored = json.loads(side.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            stored = None
+        if not isinstance(stored, dict):
+            raise ConfigError(f"{side} is not a parameters record; delete it or pass {fresh_flag}")
+        changed = sorted(k for k in set(stored) | set(params) if stored.get(k) != params.get(k))
+        if changed:
+            what = ", ".join(f"{k}: {stored.get(k)!r} -> {params.get(k)!r}" for k in changed)
+            raise ConfigError(
+                f"{path} holds records written with other parameters ({what}); resuming would mix two runs. "
+                f"Pass {fresh_flag} to start over, or write to another output"
+            )
+        return
+    side.parent.mkdir(parents=True, exist_ok=True)
+    side.write_text(json.dumps(params, indent=1, sort_keys=True) + "\n", encoding="utf-8")

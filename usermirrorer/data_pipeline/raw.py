@@ -10,7 +10,9 @@ silently.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,16 @@ __all__ = [
 ]
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+# Exactly ``YYYY-MM-DD HH:MM:SS``: numpy alone also reads '1997-12-04 15:55+05' (19 characters,
+# no seconds, an offset) and shifts it silently.
+_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+# Behaviour features the strategies read as numbers, with the range they render them in
+# ("rated 4/5", "12 plays"): a value outside it is a broken log line, not a preference.
+BEHAVIOR_RANGES: dict[str, tuple[float, float]] = {
+    "rating": (0.0, 5.0),
+    "plays": (0.0, float("inf")),
+    "hours_played": (0.0, float("inf")),
+}
 _MAX_PROBLEMS = 200
 
 
@@ -78,10 +90,34 @@ def format_time(seconds: int | np.integer) -> str:
 
 
 def parse_time(text: str) -> int:
-    """``YYYY-MM-DD HH:MM:SS`` -> unix seconds. Raises ValueError on anything else."""
-    if not isinstance(text, str) or len(text) != 19:
+    """``YYYY-MM-DD HH:MM:SS`` -> unix seconds (UTC). Raises ValueError on anything else.
+
+    The one timestamp parser: the raw loader, scene files and the env's ``start_time`` use it.
+    """
+    if not isinstance(text, str) or not _TIME_RE.fullmatch(text):
         raise ValueError(f"expected 'YYYY-MM-DD HH:MM:SS', got {text!r}")
-    return int(np.datetime64(text, "s").astype(np.int64))
+    try:
+        return int(np.datetime64(text, "s").astype(np.int64))
+    except ValueError:
+        raise ValueError(f"expected a real date and time 'YYYY-MM-DD HH:MM:SS', got {text!r}") from None
+
+
+def _check_behavior(behavior: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Problems of one interaction's behaviour features as ``(field, what)`` pairs.
+
+    The features of :data:`BEHAVIOR_RANGES` must be finite numbers (or null) in their range;
+    any other number must be finite.
+    """
+    problems = []
+    for key, value in behavior.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if key in BEHAVIOR_RANGES and value is not None:
+            low, high = BEHAVIOR_RANGES[key]
+            if not number or not (math.isfinite(value) and low <= value <= high):
+                problems.append((f"behavior_features.{key}", f"expected a number from {low:g} to {high:g}, got {value!r}"))
+        elif number and not math.isfinite(value):
+            problems.append((f"behavior_features.{key}", f"expected a finite number, got {value!r}"))
+    return problems
 
 
 @dataclass(eq=False)
@@ -353,9 +389,9 @@ def load_raws(project_path: str | os.PathLike, dataset: str) -> RawDataset:
         if "timestamp" not in record:
             problems.add(path, lineno, "timestamp", "missing key; expected 'YYYY-MM-DD HH:MM:SS'")
             ok = False
-        elif not isinstance(stamp, str) or len(stamp) != 19:
-            problems.add(path, lineno, "timestamp",
-                         f"expected 'YYYY-MM-DD HH:MM:SS', got {stamp!r}")
+        elif not isinstance(stamp, str) or not _TIME_RE.fullmatch(stamp):
+            # the real date is checked by the vectorised parse below
+            problems.add(path, lineno, "timestamp", f"expected 'YYYY-MM-DD HH:MM:SS', got {stamp!r}")
             ok = False
         behavior = record.get("behavior_features")
         if "behavior_features" not in record:
@@ -365,6 +401,10 @@ def load_raws(project_path: str | os.PathLike, dataset: str) -> RawDataset:
             problems.add(path, lineno, "behavior_features",
                          f"expected an object, got {type(behavior).__name__}")
             ok = False
+        else:
+            for key, what in _check_behavior(behavior):
+                problems.add(path, lineno, key, what)
+                ok = False
         if not ok:
             continue
         users.append(user_index[record["user_id"]])

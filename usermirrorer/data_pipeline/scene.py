@@ -22,6 +22,8 @@ does not give are left out, so a sampled scene is exactly the DESIGN.md §2 reco
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any, TypedDict
 
@@ -34,6 +36,7 @@ __all__ = [
     "render_scene",
     "scene_fields",
     "scene_id",
+    "scene_fingerprint",
     "scene_text",
     "scene_target",
     "reorder_options",
@@ -187,6 +190,18 @@ def scene_id(scene: Scene | dict[str, Any]) -> str:
     if sid is not None:
         return str(sid)
     return ":".join(str(scene.get(k, "")) for k in ("dataset", "user_id", "item_id", "timestamp"))
+
+
+def scene_fingerprint(scene: Scene | dict[str, Any]) -> str:
+    """A short hash of what a scene shows (text, exposure list, real item's position).
+
+    Stage records carry it (``scene_fp``), so a record written about one version of a scene
+    is refused for another version under the same id (a scene file re-sampled with other
+    options keeps its ids).
+    """
+    shown = {k: scene.get(k) for k in ("text", "impression_list", "item_pos")}
+    blob = json.dumps(shown, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
 def scene_text(scene: Scene | dict[str, Any]) -> tuple[str, str, list[str]]:

@@ -18,6 +18,7 @@ from usermirrorer.envs.resources import ChoiceModel, load_choice_model, load_dat
 from usermirrorer.envs.rewards import (
     RewardFn,
     StepOutcome,
+    expected_rating,
     rating_distribution,
     rating_scenes,
     resolve_reward,
@@ -29,6 +30,9 @@ from usermirrorer.sim.prompts import MAX_OPTIONS, MODES  # MAX_OPTIONS: option l
 __all__ = ["RecEnv", "MAX_OPTIONS", "simulate_steps"]
 
 _START_MODES = ("random", "end")
+# start_time in unix seconds: years 0001..9999, the range 'YYYY-MM-DD HH:MM:SS' can name.
+_EARLIEST = parse_time("0001-01-01 00:00:00")
+_LATEST = parse_time("9999-12-31 23:59:59")
 
 
 class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
@@ -121,6 +125,9 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
     1. Termination: with `allow_skip`, the user leaves after `patience` consecutive skips.
     2. Truncation: `max_steps` steps were taken.
 
+    A `step()` after either raises `gymnasium.error.ResetNeeded`: call `reset()` first
+    (`RecVectorEnv` resets such sub-envs itself).
+
     ## Arguments
 
     ```python
@@ -147,7 +154,7 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
     | `reward` | str or callable | `"click"` | `"click"`, `"rank"`, `"rating"` or `f(StepOutcome)` |
     | `max_steps` | int | 20 | truncation length |
     | `history_size` | int | 20 | length of the `history` observation |
-    | `history_window` | int | None | real history items shown in the prompt |
+    | `history_window` | int >= 1 | None | real history items shown in the prompt |
     | `min_history` | int | 3 | real interactions a user needs to be drawn |
     | `start` | str | `"random"` | `"random"` or `"end"`, see Starting State |
     | `step_seconds` | int | 3600 | time between steps |
@@ -211,6 +218,13 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
         _check_int("history_size", history_size, 1)
         _check_int("min_history", min_history, 0)
         _check_int("step_seconds", step_seconds, 0)
+        if history_window is not None:
+            _check_int("history_window", history_window, 1)
+        if isinstance(users, (str, bytes)) or users is not None and not hasattr(users, "__iter__"):
+            raise ConfigError(
+                f"users must be a list of user ids, got {type(users).__name__} {users!r}; "
+                f"for one user pass users=[{users!r}]"
+            )
         n_options = exposure_size + int(bool(allow_skip))
         if n_options > MAX_OPTIONS:
             raise ConfigError(
@@ -258,7 +272,7 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
         self.patience = int(patience)
         self.max_steps = int(max_steps)
         self.history_size = int(history_size)
-        self.history_window = int(history_window or self.strategy.history_range[1])
+        self.history_window = int(history_window if history_window is not None else self.strategy.history_range[1])
         self.min_history = int(min_history)
         self.start = start
         self.step_seconds = int(step_seconds)
@@ -300,6 +314,11 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
             ``history_text`` and ``n_real_history``.
         """
         super().reset(seed=seed)
+        if options is not None and not isinstance(options, dict):
+            raise ConfigError(
+                f"reset options must be a dict such as {{'user_id': ..., 'start_time': ...}}, "
+                f"got {type(options).__name__} {options!r}"
+            )
         options = dict(options or {})
         unknown = set(options) - {"user_id", "start_time"}
         if unknown:
@@ -329,6 +348,7 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
         self._session_lines: list[str] = []
         self._steps = 0
         self._skips = 0
+        self._done = False
         self._last_slate = np.full(self.exposure_size, -1, dtype=np.int64)
         self._last_choice = self.exposure_size + 1
         self._last_probs = np.zeros(self.n_options, dtype=np.float32)
@@ -374,29 +394,35 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
         """The action as an int64 slate, or :class:`InvalidAction` saying what is wrong."""
         if self._user is None:
             raise InvalidAction("step() called before reset(); call env.reset() first")
+        if self._done:
+            raise gym.error.ResetNeeded(
+                "the episode has ended (terminated or truncated); call env.reset() before step()"
+            )
         try:
             slate = np.asarray(action)
-        except Exception as exc:  # ragged lists and the like
-            raise InvalidAction(f"slate {action!r} is not an array of item indices: {exc}") from exc
+        except (TypeError, ValueError, OverflowError) as exc:  # ragged lists and the like
+            raise InvalidAction(f"slate {action!r} is not an array of item indices: {exc}") from None
         k = self.exposure_size
         if slate.ndim != 1 or slate.shape[0] != k:
             raise InvalidAction(
                 f"slate has shape {slate.shape}, expected ({k},): exactly {k} item indices (exposure_size)"
             )
-        if not np.issubdtype(slate.dtype, np.integer):
-            if np.issubdtype(slate.dtype, np.floating) and np.all(np.mod(slate, 1) == 0):
-                slate = slate.astype(np.int64)
-            else:
-                raise InvalidAction(
-                    f"slate {slate.tolist()} must hold integer item indices, got dtype {slate.dtype}"
-                )
-        slate = slate.astype(np.int64)
-        bad = slate[(slate < 0) | (slate >= self.ds.n_items)]
-        if bad.size:
+        values = slate.tolist()  # exact Python numbers: checked before any int64 cast can wrap them
+        integral = all(
+            isinstance(v, int) and not isinstance(v, bool) or isinstance(v, float) and v.is_integer()
+            for v in values
+        )
+        if not integral:
             raise InvalidAction(
-                f"slate {slate.tolist()} has item indices {bad.tolist()} outside 0..{self.ds.n_items - 1} "
+                f"slate {values} must hold integer item indices, got dtype {slate.dtype}"
+            )
+        bad = [v for v in values if not 0 <= v < self.ds.n_items]
+        if bad:
+            raise InvalidAction(
+                f"slate {values} has item indices {bad} outside 0..{self.ds.n_items - 1} "
                 f"(dataset {self.ds.name!r} has {self.ds.n_items} items)"
             )
+        slate = np.array([int(v) for v in values], dtype=np.int64)
         values, counts = np.unique(slate, return_counts=True)
         if (counts > 1).any():
             raise InvalidAction(
@@ -429,6 +455,38 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
         """Draw the user's pick from ``probs`` with this env's generator."""
         return int(self.np_random.choice(len(probs), p=probs))
 
+    def reward_of(
+        self, slate: np.ndarray, scene: Scene, probs: np.ndarray, choice: int, rating_probs: np.ndarray | None
+    ) -> float:
+        """The reward of a pick, changing nothing (a step computes every reward before it commits).
+
+        Raises:
+            ConfigError: the reward function returned something that is not a finite number.
+        """
+        skipped = choice == self.exposure_size
+        outcome = StepOutcome(
+            slate=slate.copy(),
+            probs=probs.copy(),
+            choice=choice,
+            skipped=skipped,
+            item=None if skipped else int(slate[choice]),
+            user=self._user,
+            timestamp=self._now,
+            scene=scene,
+            rating_probs=rating_probs,
+        )
+        value = self.reward_fn(outcome)
+        try:
+            reward = float(value)
+        except (TypeError, ValueError):
+            reward = float("nan")
+        if isinstance(value, (str, bytes, bool)) or not np.isfinite(reward):
+            raise ConfigError(
+                f"reward function {self.reward_name!r} returned {value!r} ({type(value).__name__}); "
+                "expected a finite number f(outcome: StepOutcome) -> float"
+            )
+        return reward
+
     def commit(
         self,
         slate: np.ndarray,
@@ -437,23 +495,12 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
         probs: np.ndarray,
         choice: int,
         rating_probs: np.ndarray | None,
+        reward: float,
     ) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
-        """Apply a pick: reward, history, time, counters; return the step tuple."""
+        """Apply a pick whose ``reward`` is known: history, time, counters; return the step tuple."""
         k = self.exposure_size
         skipped = choice == k
         item = None if skipped else int(slate[choice])
-        outcome = StepOutcome(
-            slate=slate.copy(),
-            probs=probs.copy(),
-            choice=choice,
-            skipped=skipped,
-            item=item,
-            user=self._user,
-            timestamp=self._now,
-            scene=scene,
-            rating_probs=rating_probs,
-        )
-        reward = float(self.reward_fn(outcome))
 
         if skipped:
             self._skips += 1
@@ -470,6 +517,7 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
         self._last_probs = probs.astype(np.float32)
         terminated = bool(self.allow_skip and self._skips >= self.patience)
         truncated = bool(self._steps >= self.max_steps and not terminated)
+        self._done = terminated or truncated
 
         rationales = [str(r) for r in (getattr(result, "rationales", None) or [])]
         ranks = 1.0 / np.arange(1, k + 1)
@@ -492,7 +540,7 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
             info["thought_probs"] = np.asarray(thought_probs, dtype=np.float64)
         if rating_probs is not None:
             info["rating_probs"] = rating_probs.copy()
-            info["expected_rating"] = outcome.expected_rating
+            info["expected_rating"] = expected_rating(rating_probs)
         self._last_scene = scene
         self._last_info = info
         return self._observation(), reward, terminated, truncated, info
@@ -547,7 +595,13 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
                 try:
                     return parse_time(requested)
                 except ValueError as exc:
-                    raise ConfigError(f"options['start_time']: {exc}") from exc
+                    raise ConfigError(f"options['start_time']: {exc}") from None
+            number = isinstance(requested, (int, float, np.integer, np.floating)) and not isinstance(requested, bool)
+            if not number or not _EARLIEST <= requested <= _LATEST:
+                raise ConfigError(
+                    f"options['start_time'] must be 'YYYY-MM-DD HH:MM:SS' or unix seconds from "
+                    f"{format_time(_EARLIEST)} to {format_time(_LATEST)}, got {requested!r}"
+                )
             return int(requested)
         if self.start == "end" or n == 0:
             return end_of_log
@@ -616,6 +670,20 @@ def simulate_steps(
     the result equals stepping each env alone with the same seeds.
     """
     slates = [env.validate_slate(a) for env, a in zip(envs, actions, strict=True)]
+    # Nothing is committed until every outcome is known: if the model or a reward raises, no
+    # env has moved and every generator is rewound, so a retry gives the same step.
+    states = [env.np_random.bit_generator.state for env in envs]
+    try:
+        pending = _outcomes(envs, slates, model)
+    except BaseException:
+        for env, state in zip(envs, states):
+            env.np_random.bit_generator.state = state
+        raise
+    return [env.commit(*args) for env, args in zip(envs, pending)]
+
+
+def _outcomes(envs: Sequence[RecEnv], slates: list[np.ndarray], model: ChoiceModel) -> list[tuple]:
+    """Per env the arguments of :meth:`RecEnv.commit` (scene, choice, reward ...), changing no env."""
     scenes = [env.build_scene(s) for env, s in zip(envs, slates)]
     kwargs: dict[str, Any] = {}
     if any(env.mode == "decision" for env in envs):
@@ -661,7 +729,7 @@ def simulate_steps(
             rating[i] = rating_distribution(answers[offset : offset + len(group)], group)
             offset += len(group)
     return [
-        env.commit(slate, scene, result, probs, choice, r)
+        (slate, scene, result, probs, choice, r, env.reward_of(slate, scene, probs, choice, r))
         for env, slate, scene, result, probs, choice, r in zip(
             envs, slates, scenes, results, probs_list, choices, rating
         )

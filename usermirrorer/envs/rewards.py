@@ -36,6 +36,7 @@ __all__ = [
     "resolve_reward",
     "rating_scenes",
     "rating_distribution",
+    "expected_rating",
 ]
 
 RATING_LEVELS: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -72,9 +73,14 @@ class StepOutcome:
 
     @property
     def expected_rating(self) -> float | None:
-        if self.rating_probs is None:
-            return None
-        return float(np.dot(self.rating_probs, np.asarray(RATING_LEVELS, dtype=np.float64)))
+        return expected_rating(self.rating_probs)
+
+
+def expected_rating(rating_probs: np.ndarray | None) -> float | None:
+    """``sum_r r * p(r)`` over :data:`RATING_LEVELS`; None without a rating distribution."""
+    if rating_probs is None:
+        return None
+    return float(np.dot(rating_probs, np.asarray(RATING_LEVELS, dtype=np.float64)))
 
 
 RewardFn = Callable[[StepOutcome], float]

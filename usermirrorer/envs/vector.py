@@ -97,14 +97,21 @@ class RecVectorEnv(VectorEnv):
         self, actions: Any
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """One slate per sub-env (shape ``(num_envs, K)``); sub-envs done at the last step reset."""
-        actions = np.asarray(actions)
+        expected = f"({self.num_envs}, {self.single_action_space.slate_size}): one slate per sub-env"
+        try:
+            actions = np.asarray(actions)
+        except ValueError:  # ragged: slates of different lengths
+            lengths = [len(a) if hasattr(a, "__len__") else None for a in actions]
+            raise InvalidAction(f"actions are ragged (slate lengths {lengths}); expected shape {expected}") from None
         if actions.ndim != 2 or actions.shape[0] != self.num_envs:
-            raise InvalidAction(
-                f"actions have shape {actions.shape}, expected ({self.num_envs}, "
-                f"{self.single_action_space.slate_size}): one slate per sub-env"
-            )
+            raise InvalidAction(f"actions have shape {actions.shape}, expected {expected}")
         results: list[tuple | None] = [None] * self.num_envs
         active = [i for i in range(self.num_envs) if not self._prev_done[i]]
+        for i in active:
+            try:
+                self.envs[i].validate_slate(actions[i])
+            except InvalidAction as exc:
+                raise InvalidAction(f"sub-env {i}: {exc}") from None
         for i in range(self.num_envs):
             if self._prev_done[i]:
                 obs, info = self.envs[i].reset()

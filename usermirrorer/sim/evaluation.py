@@ -18,6 +18,7 @@ they come, so a re-run resumes); the fidelity benchmark runs it under its own pe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -39,9 +40,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from usermirrorer.data_pipeline.jsonl import JsonlAppender, done_keys, iter_jsonl
+from usermirrorer.data_pipeline.jsonl import JsonlAppender, check_run_params, done_keys, iter_jsonl
 from usermirrorer.data_pipeline.raw import load_raws
-from usermirrorer.data_pipeline.scene import scene_id, scene_target
+from usermirrorer.data_pipeline.sampling.draws import check_seed
+from usermirrorer.data_pipeline.scene import scene_fingerprint, scene_id, scene_target
 from usermirrorer.errors import ConfigError, DataError, data_problem
 from usermirrorer.sim import metrics
 from usermirrorer.sim.choice_models import BASELINE_CHOICE_MODELS, ChoiceModel, make_choice_model
@@ -293,6 +295,65 @@ class _ModelPerDataset:
         return self.name if self.baseline else repr(getattr(self.model, "backend", self.model))
 
 
+class _SeedPerScene:
+    """Decision mode: one scene per model call, its thoughts sampled under a seed of its own.
+
+    A batch of thoughts is sampled under one seed, so a scene's thoughts would depend on its
+    batch mates (and so on ``--limit`` and resuming); alone, they depend on (seed, scene id) only.
+    """
+
+    def __init__(self, models: Callable[[str], ChoiceModel], seed: int):
+        self.models, self.seed = models, seed
+        self.description = models.description
+
+    def __call__(self, dataset: str) -> ChoiceModel:
+        return _SceneSeeded(self.models(dataset), self.seed)
+
+
+class _SceneSeeded:
+    def __init__(self, model: ChoiceModel, seed: int):
+        self.model, self.seed = model, seed
+
+    def choice_probs(self, scenes: Sequence[Mapping[str, Any]], **kwargs: Any) -> list[Any]:
+        out = []
+        for scene in scenes:
+            own = int(scene_rng(self.seed, scene_id(scene)).integers(2**31 - 1))
+            out.extend(self.model.choice_probs([scene], **{**kwargs, "seed": own}))
+        return out
+
+
+def _run_params(name: str, mode: str, repeat: int, seed: int, baseline: bool, backend: str, dtype: str,
+                prompts: str | os.PathLike | None, truncate_history: bool, n_thoughts: int, max_thought_tokens: int,
+                temperature: float, top_p: float, likelihood_score: str, score_temperature: float) -> dict[str, Any]:
+    """What makes an eval output's numbers: a resume must match it (its own mode's options only)."""
+    params: dict[str, Any] = {"model": name, "mode": mode, "repeat": repeat, "seed": seed}
+    if not baseline:
+        prompt_text = Path(prompts).read_bytes() if prompts and Path(prompts).is_file() else b""
+        params.update(backend=backend, dtype=dtype, truncate_history=truncate_history,
+                      prompts=hashlib.sha256(prompt_text).hexdigest()[:16] if prompts else None)
+    if mode == "decision":
+        params.update(n_thoughts=n_thoughts, max_thought_tokens=max_thought_tokens, temperature=temperature,
+                      top_p=top_p)
+    if mode == "likelihood":
+        params.update(likelihood_score=likelihood_score, score_temperature=score_temperature)
+    return params
+
+
+def _finished(out_path: Path, fingerprints: Mapping[str, str]) -> set[str]:
+    """Scene ids already in ``out_path``; a result about another version of its scene is refused."""
+    done = done_keys(out_path, lambda r: r.get("scene_id"))
+    problems = []
+    for lineno, rec in iter_jsonl(out_path) if done else ():
+        fp, sid = rec.get("scene_fp"), rec.get("scene_id")
+        if fp is not None and sid in fingerprints and fp != fingerprints[sid]:
+            problems.append(data_problem(out_path, lineno, "scene_fp", f"scene {sid!r} has changed since this "
+                                         "result was written (was the scene file re-sampled?)"))
+    if problems:
+        raise DataError(f"{out_path} holds results for other scenes than --input; pass --fresh to start over",
+                        problems)
+    return done
+
+
 def _load_scenes(path: Path, limit: int | None) -> list[tuple[int, dict]]:
     if not path.exists():
         raise ConfigError(f"--input {str(path)!r} does not exist; build scenes with `usermirrorer scenes` first")
@@ -330,6 +391,7 @@ def evaluate_file(
     console: Any = None,
     likelihood_score: str = "pmi",
     score_temperature: float = 1.0,
+    fresh: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a choice model on a scenes file; resumable; prints a table per dataset.
 
@@ -353,8 +415,11 @@ def evaluate_file(
             ``transformers`` one.
         batch_size: scenes per model call.
         limit: only the first ``limit`` scenes of ``input``.
-        seed: behaviour sampling seed; batch ``b`` of a dataset asks the model with
-            ``seed + b * batch_size``.
+        seed: behaviour sampling seed; in decision mode each scene's thoughts are sampled
+            under a seed of its own (from ``seed`` and its scene id), so they do not depend on
+            batching, ``limit`` or resuming (decision mode asks the model one scene at a time).
+        fresh: delete ``output`` first; a resume with other parameters (model, mode, seed
+            ...) is refused otherwise (the parameters are kept in ``<output>.params.json``).
         prompts: YAML/JSON file overriding prompt texts.
         project_path: project folder with ``raws/`` (baselines).
         console: a ``rich`` console (default: a new one, 160 columns wide off a terminal).
@@ -366,12 +431,21 @@ def evaluate_file(
         raise ConfigError(f"--repeat must be >= 1, got {repeat}")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be >= 1 (or left out for every scene), got {limit}")
+    check_seed(seed)
+    baseline = isinstance(model, str) and model in BASELINE_CHOICE_MODELS
+    if prompts and baseline:
+        raise ConfigError(f"--prompts sets LLM prompt texts, but --model {model!r} is not an LLM; drop --prompts")
+    in_path, out_path = Path(input), Path(output)
+    if out_path.resolve() == in_path.resolve() or out_path.exists() and in_path.exists() and out_path.samefile(in_path):
+        raise ConfigError(f"--output {str(out_path)!r} is the --input scene file; results would be appended to "
+                          "the scenes. Pass another --output")
     if console is None:
         console = Console()
         if not console.is_terminal:
             console = Console(width=160)  # a log file or pipe: do not squeeze the table to 80 columns
     name = model if isinstance(model, str) else getattr(model, "name", type(model).__name__)
-    in_path, out_path = Path(input), Path(output)
     scenes = _load_scenes(in_path, limit)
     ids: list[str] = []
     for lineno, scene in scenes:
@@ -380,7 +454,11 @@ def evaluate_file(
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise DataError("scene ids are not unique; resuming needs them", [data_problem(in_path, None, "scene_id", f"{dup!r} repeats")])
-    done = done_keys(out_path, lambda r: r.get("scene_id"))
+    check_run_params(out_path, _run_params(name, mode, repeat, seed, baseline, backend, dtype, prompts,
+                                           truncate_history, n_thoughts, max_thought_tokens, temperature, top_p,
+                                           likelihood_score, score_temperature), fresh=fresh)
+    fingerprints = {sid: scene_fingerprint(s) for sid, (_, s) in zip(ids, scenes)}
+    done = _finished(out_path, fingerprints)
     todo = [(lineno, s) for sid, (lineno, s) in zip(ids, scenes) if sid not in done]
     console.print(f"[bold]usermirrorer eval[/]: {len(scenes)} scenes, {len(scenes) - len(todo)} already in {out_path}, "
                   f"{len(todo)} to score")
@@ -401,6 +479,8 @@ def evaluate_file(
                                          truncate_history=truncate_history, likelihood_score=likelihood_score,
                                          score_temperature=score_temperature)}
         models = _ModelPerDataset(model, project_path, **llm)
+        if mode == "decision":
+            models = _SeedPerScene(models, seed)
         console.print(f"model: {models.description}, mode: {mode}")
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
@@ -416,7 +496,7 @@ def evaluate_file(
                         "scene_id": s.scene_id, "dataset": s.group, "user_id": s.scene.get("user_id"),
                         "item_id": s.scene.get("item_id"), "item_pos": s.target, "n_options": len(s.probs),
                         "probs": [round(float(p), 6) for p in s.probs], "hits": s.hits, "repeat": repeat,
-                        "model": name, "mode": mode,
+                        "model": name, "mode": mode, "scene_fp": fingerprints[s.scene_id],
                     }
                     if s.rationales:
                         rec["rationales"] = s.rationales
@@ -430,7 +510,7 @@ def evaluate_file(
                 [s for _, s in todo], models, repeats=repeat, seed=seed, batch_size=batch_size,
                 groups=[str(s.get("dataset", "")) for _, s in todo],
                 targets=[scene_target(s, f"{in_path}:{lineno}") for lineno, s in todo],
-                choice_kwargs=lambda start: {"mode": mode, "n_thoughts": n_thoughts, "seed": seed + start},
+                choice_kwargs=lambda start: {"mode": mode, "n_thoughts": n_thoughts},
                 on_batch=write, label=f"--model {name!r}",
             )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from usermirrorer.errors import ConfigError, MissingDependency
+from usermirrorer.sim.backends.base import ChatPromptEncoder
 from usermirrorer.sim.models import resolve_model
 from usermirrorer.sim.prompts import build_prompt
 
@@ -37,6 +38,7 @@ class PromptLengthFilter:
                 f"tokenizer {tokenizer!r} has no chat template, so the chat-formatted prompt length "
                 "cannot be measured; use the tokenizer of a chat model"
             )
+        self.encoder = ChatPromptEncoder(self.tok, tokenizer)  # renders exactly as the backends do
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
         self.mode = mode
@@ -48,9 +50,7 @@ class PromptLengthFilter:
 
     def length(self, scene: dict[str, Any]) -> int:
         """Tokens of the scene's chat-formatted prompt, assistant prefix included."""
-        prompt = build_prompt(scene, self.mode)
-        text = self.tok.apply_chat_template(list(prompt.messages), tokenize=False, add_generation_prompt=True)
-        return len(self.tok(text + prompt.assistant_prefix, add_special_tokens=False)["input_ids"])
+        return len(self.encoder.encode([build_prompt(scene, self.mode)])[0])
 
     def keep(self, scenes: list[dict[str, Any]]) -> list[bool]:
         """One flag per scene: its prompt has at most ``max_tokens`` tokens."""

@@ -224,7 +224,7 @@ def _check_mode(mode: str) -> str:
 
 def _check_fields(fields: dict[str, Any], where: str) -> None:
     names = {f.name for f in dataclasses.fields(PromptSet)}
-    unknown = sorted(set(fields) - names)
+    unknown = sorted(str(k) for k in set(fields) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown prompt field(s) {unknown}; known fields are {sorted(names)}")
     bad = {k: type(v).__name__ for k, v in fields.items() if not isinstance(v, str)}
@@ -246,21 +246,28 @@ def load_prompts(path: str | os.PathLike, base: PromptSet = DEFAULT_PROMPTS) -> 
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"prompt file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8")
     suffix = path.suffix.lower()
+    if suffix not in (".yaml", ".yml", ".json"):
+        raise ConfigError(f"prompt file {str(path)!r}: expected a .yaml, .yml or .json file, got {suffix!r}")
     try:
-        if suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        elif suffix == ".json":
+        text = path.read_text(encoding="utf-8")
+        if suffix == ".json":
             data = json.loads(text)
         else:
-            raise ConfigError(f"prompt file {str(path)!r}: expected a .yaml, .yml or .json file, got {suffix!r}")
-    except (ValueError, ImportError) as exc:
+            import yaml
+
+            try:
+                data = yaml.safe_load(text)  # safe: no !!python/object tags
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+                what = " ".join(str(getattr(exc, "problem", None) or exc).split())
+                raise ConfigError(f"prompt file {where}: not valid YAML ({what}); expected field: text lines") from None
+    except (ValueError, ImportError, RecursionError) as exc:  # bad JSON, bad UTF-8, no yaml, deep nesting
         if isinstance(exc, ConfigError):
             raise
-        raise ConfigError(f"prompt file {str(path)!r} could not be parsed: {exc}") from None
+        what = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigError(f"prompt file {str(path)!r} could not be parsed: {what}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

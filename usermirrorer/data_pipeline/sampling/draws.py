@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["topk_desc", "gumbel", "successive_draws", "first_occurrence"]
+from usermirrorer.errors import ConfigError
+
+__all__ = ["check_seed", "topk_desc", "gumbel", "successive_draws", "first_occurrence"]
+
+
+def check_seed(seed: object, name: str = "--seed") -> None:
+    """Refuse a seed numpy cannot take (negative, not an integer) with the setting's name."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"{name} must be an integer >= 0, got {seed!r}")
 
 
 def topk_desc(values: np.ndarray, k: int) -> np.ndarray:

@@ -52,8 +52,8 @@ from usermirrorer.data_pipeline.popularity import (  # causal_popularity & co: r
     iter_causal_popularity,
     popularity_bins,
 )
-from usermirrorer.data_pipeline.raw import RawDataset, format_time, load_raws
-from usermirrorer.data_pipeline.sampling.draws import first_occurrence, gumbel, successive_draws, topk_desc
+from usermirrorer.data_pipeline.raw import RawDataset, format_time, load_raws, parse_time, raw_paths
+from usermirrorer.data_pipeline.sampling.draws import check_seed, first_occurrence, gumbel, successive_draws, topk_desc
 from usermirrorer.data_pipeline.sampling.scorers import (
     SceneBatch,
     Scorer,
@@ -140,6 +140,7 @@ class SceneConfig:
         """Raise ConfigError naming the setting to change; returns self."""
         if self.n_samples < 1:
             raise ConfigError(f"n_samples must be >= 1, got {self.n_samples}")
+        check_seed(self.seed, "seed")
         if not 1 <= self.min_exposure <= self.max_exposure <= 26:
             raise ConfigError(
                 f"exposure sizes must satisfy 1 <= min_exposure <= max_exposure <= 26 (options are "
@@ -266,8 +267,8 @@ def interaction_rows(ds: RawDataset, records: Sequence[dict[str, Any]]) -> np.nd
         if user is None or item is None:
             continue
         try:
-            t = int(np.datetime64(record["timestamp"], "s").astype(np.int64))
-        except (KeyError, ValueError, TypeError):
+            t = parse_time(record["timestamp"])
+        except (KeyError, ValueError):
             continue
         k = user * (2**33) + (t - t0 + 1)
         lo, hi = np.searchsorted(key, k, "left"), np.searchsorted(key, k, "right")
@@ -789,6 +790,17 @@ def _split_files(project_path: str | os.PathLike, dataset: str, split: str) -> l
     return [p for p in (scenes_path(project_path, dataset, split, neg) for neg in NEGATIVES) if p.exists()]
 
 
+def _check_output(output: Path, own: Path, project_path: str | os.PathLike, dataset: str) -> None:
+    """Refuse an ``--output`` that is another split's scene file or a raw file of the dataset."""
+    inputs = [scenes_path(project_path, dataset, split, neg) for split in SPLITS for neg in NEGATIVES]
+    inputs += list(raw_paths(project_path, dataset))
+    resolved = output.resolve()
+    for path in inputs:
+        if path.resolve() == resolved and path.resolve() != own.resolve():
+            raise ConfigError(f"--output {str(output)!r} is {path.name}, an input of this project; writing there "
+                              f"would replace it. Leave --output out (this run writes {own}) or pick another file")
+
+
 def build_scene_file(
     project_path: str | os.PathLike,
     dataset: str,
@@ -819,7 +831,10 @@ def build_scene_file(
         ds = load_raws(project_path, dataset)
     other = "eval" if config.split == "train" else "train"
     other_records = [r for path in _split_files(project_path, dataset, other) for r in read_jsonl(path)]
-    target = Path(output) if output is not None else scenes_path(project_path, dataset, config.split, config.negatives)
+    target = scenes_path(project_path, dataset, config.split, config.negatives)
+    if output is not None:
+        _check_output(Path(output), target, project_path, dataset)
+        target = Path(output)
     exclude_rows = interaction_rows(ds, other_records) if other_records else None
     exclude_users = None
     if other_records and config.split == "train" and not share_users:

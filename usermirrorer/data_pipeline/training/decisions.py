@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from usermirrorer.data_pipeline.jsonl import JsonlAppender
+from usermirrorer.data_pipeline.sampling.draws import check_seed
 from usermirrorer.data_pipeline.training.stage import (
     StageReport,
     check_version,
@@ -118,8 +119,12 @@ def run_decisions(
     simulator: Any = None,
     progress: bool = True,
     backend_kwargs: Mapping[str, Any] | None = None,
+    fresh: bool = False,
 ) -> StageReport:
     """Write ``decisions/<D>_decisions_<version>.jsonl`` for the train scenes (resumable).
+
+    A resume must use the same model and sampling options (kept in ``<output>.params.json``);
+    ``fresh`` starts over instead.
 
     Args:
         model: registry name, folder or hub id of the LLM writing thoughts.
@@ -130,6 +135,7 @@ def run_decisions(
         simulator: a ready simulator (tests); built from ``model``/``backend`` otherwise.
     """
     check_version(version)
+    check_seed(seed)
     scenes = load_train_scenes(project_path, dataset)
     if limit is not None:
         scenes = scenes[:limit]
@@ -144,8 +150,11 @@ def run_decisions(
                                                  batch_size=max(n, chunk_size * n), **dict(backend_kwargs or {}))
         return generate_decisions(chunk, state["sim"], n, chunk_rng(seed, ci), version=version, model=model)
 
+    params = {"model": model, "backend": backend, "n": n, "seed": seed, "chunk_size": chunk_size,
+              "max_thought_tokens": max_thought_tokens, "temperature": temperature, "top_p": top_p}
     return run_resumable(scenes, out_path, process, chunk_size=chunk_size, stage=f"decisions {dataset}/{version}",
-                         progress=progress)
+                         progress=progress, params=params, fresh=fresh,
+                         made_by=f"usermirrorer decisions --dataset {dataset} --version {version}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,7 +214,8 @@ def read_decisions_batch(project_path: str | os.PathLike, dataset: str, model: s
     by_id = {ids[i]: conts for i, conts in enumerate(texts) if ids[i] in scenes}
     records = [
         {"scene_id": sid, "dataset": s["dataset"], "version": version, "model": model, "seed": seed,
-         "thoughts": [clean_thought(DEFAULT_PROMPTS.decision_prefix + c, DEFAULT_PROMPTS) for c in by_id[sid]]}
+         "thoughts": [clean_thought(DEFAULT_PROMPTS.decision_prefix + c, DEFAULT_PROMPTS) for c in by_id[sid]],
+         "scene_fp": s["scene_fp"]}
         for sid, s in scenes.items() if sid in by_id
     ]
     with JsonlAppender(out_path) as out:

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from usermirrorer.data_pipeline.jsonl import iter_jsonl, write_jsonl
+from usermirrorer.data_pipeline.jsonl import write_jsonl
 from usermirrorer.data_pipeline.training.decisions import decisions_path
 from usermirrorer.data_pipeline.training.probs import probs_path
-from usermirrorer.data_pipeline.training.stage import VERSIONS, load_train_scenes
+from usermirrorer.data_pipeline.training.stage import VERSIONS, load_train_scenes, stage_records
 from usermirrorer.data_pipeline.training.uncertainty import (
     FilterConfig,
     FilterReport,
@@ -248,17 +248,16 @@ def load_scored_scenes(project_path: str | os.PathLike, dataset: str,
     scenes = load_train_scenes(project_path, dataset)
     thoughts: dict[str, dict[str, list[str]]] = {}
     probs: dict[str, dict[str, list[list[float]]]] = {}
+    by_id = {s["scene_id"]: s for s in scenes}
     for version in versions:
         dpath = decisions_path(project_path, dataset, version)
         ppath = probs_path(project_path, dataset, version)
-        for path in (dpath, ppath):
-            if not path.exists():
-                raise DataError(f"missing {path}; run `usermirrorer "
-                                f"{'decisions' if path == dpath else 'probs'} --dataset {dataset} "
-                                f"--version {version}` first")
-        for _, rec in iter_jsonl(dpath):
+        command = f"--dataset {dataset} --version {version}"
+        decisions = stage_records(dpath, by_id, made_by=f"usermirrorer decisions {command}")
+        scored = stage_records(ppath, by_id, made_by=f"usermirrorer probs {command}")
+        for _, rec in decisions:
             thoughts.setdefault(rec["scene_id"], {})[version] = rec["thoughts"]
-        for lineno, rec in iter_jsonl(ppath):
+        for lineno, rec in scored:
             sid = rec["scene_id"]
             if version not in thoughts.get(sid, {}):
                 raise DataError("probs without decisions",

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from usermirrorer.data_pipeline.jsonl import JsonlAppender, iter_jsonl
+from usermirrorer.data_pipeline.jsonl import JsonlAppender
 from usermirrorer.data_pipeline.training.decisions import batch_scene_ids, decisions_path
 from usermirrorer.data_pipeline.training.stage import (
     StageReport,
@@ -37,6 +37,7 @@ from usermirrorer.data_pipeline.training.stage import (
     load_train_scenes,
     require_columns,
     run_resumable,
+    stage_records,
     unfinished,
 )
 from usermirrorer.errors import DataError, data_problem
@@ -81,16 +82,15 @@ def join_decisions(project_path: str | os.PathLike, dataset: str, version: str) 
     """Train scenes that have decisions of ``version``, each with its ``thoughts`` (file order).
 
     Raises:
-        DataError: no decisions file, or a decision whose scene id is not in the train file.
+        DataError: no decisions file or an empty one, a decision whose scene id is not in the
+            train file, or one written about another version of its scene.
     """
     scenes = load_train_scenes(project_path, dataset)
     dpath = decisions_path(project_path, dataset, version)
-    if not dpath.exists():
-        raise DataError(f"{dpath} does not exist; run `usermirrorer decisions --dataset {dataset} "
-                        f"--version {version}` first")
     by_id = {s["scene_id"]: s for s in scenes}
     thoughts: dict[str, list[str]] = {}
-    for lineno, rec in iter_jsonl(dpath):
+    made_by = f"usermirrorer decisions --dataset {dataset} --version {version}"
+    for lineno, rec in stage_records(dpath, by_id, made_by=made_by):
         sid = rec.get("scene_id")
         if sid not in by_id:
             raise DataError("decisions for unknown scenes",
@@ -112,8 +112,11 @@ def run_probs(
     simulator: Any = None,
     progress: bool = True,
     backend_kwargs: Mapping[str, Any] | None = None,
+    fresh: bool = False,
 ) -> StageReport:
     """Write ``probs/<D>_probs_<version>.jsonl`` for every scene with decisions (resumable).
+
+    A resume must use the same predictor (kept in ``<output>.params.json``); ``fresh`` starts over.
 
     Args:
         model: the predictor (registry name, folder or hub id).
@@ -136,7 +139,8 @@ def run_probs(
         return score_decisions(chunk, state["sim"], version=version, model=model)
 
     return run_resumable(scenes, out_path, process, chunk_size=chunk_size, stage=f"probs {dataset}/{version}",
-                         progress=progress)
+                         progress=progress, params={"model": model, "backend": backend, "chunk_size": chunk_size},
+                         fresh=fresh, made_by=f"usermirrorer probs --dataset {dataset} --version {version}")
 
 
 def _make_predictor(model: str, backend: str, chunk_size: int, backend_kwargs: Mapping[str, Any] | None):
@@ -185,7 +189,7 @@ def read_probs_batch(project_path: str | os.PathLike, dataset: str, model: str, 
                                          f"for {len(s['thoughts'])} thoughts"))
             continue
         records.append({"scene_id": s["scene_id"], "dataset": s["dataset"], "version": version, "model": model,
-                        "probs": got})
+                        "probs": got, "scene_fp": s["scene_fp"]})
     if problems:
         raise DataError("batch output does not match the decisions", problems)
     with JsonlAppender(out_path) as out:

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from usermirrorer.data_pipeline.jsonl import JsonlAppender, done_keys, iter_jsonl
-from usermirrorer.data_pipeline.scene import scene_id
+from usermirrorer.data_pipeline.jsonl import JsonlAppender, check_run_params, done_keys, iter_jsonl
+from usermirrorer.data_pipeline.scene import scene_fingerprint, scene_id
 from usermirrorer.errors import ConfigError, DataError, data_problem
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "train_scenes_path",
     "load_train_scenes",
     "unfinished",
+    "stage_records",
     "require_columns",
     "chunk_rng",
     "run_resumable",
@@ -72,7 +73,9 @@ def load_train_scenes(project_path: str | os.PathLike, dataset: str, split: str 
 
     A scene keeps its own ``scene_id``; otherwise it gets ``dataset:user_id:item_id:timestamp``
     (:func:`usermirrorer.data_pipeline.scene.scene_id`). A repeated id gets ``#2``, ``#3`` ... in file
-    order, so ids are unique and stable as long as the scene file does not change.
+    order, so ids are unique and stable as long as the scene file does not change. Each scene
+    also gets ``scene_fp`` (:func:`~usermirrorer.data_pipeline.scene.scene_fingerprint`), which
+    every stage record carries: a record about another version of a scene is refused.
 
     Raises:
         DataError: the file is missing, empty, or a scene lacks the fields the stages need.
@@ -92,6 +95,7 @@ def load_train_scenes(project_path: str | os.PathLike, dataset: str, split: str 
             problems.append(data_problem(path, lineno, "item_pos", f"expected an integer, got {rec.get('item_pos')!r}"))
         rec.setdefault("dataset", dataset)
         rec.setdefault("choice_cnt", len(text["action_list"]))
+        rec["scene_fp"] = scene_fingerprint(rec)
         sid = scene_id(rec)
         seen[sid] = seen.get(sid, 0) + 1
         rec["scene_id"] = sid if seen[sid] == 1 else f"{sid}#{seen[sid]}"
@@ -120,6 +124,42 @@ def chunk_rng(seed: int, chunk_index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(chunk_index)])
 
 
+def stage_records(
+    path: Path, scenes: Mapping[str, Mapping[str, Any]], *, made_by: str, required: bool = True
+) -> list[tuple[int, dict[str, Any]]]:
+    """``(line, record)`` of a stage file, checked against the current scenes (by ``scene_id``).
+
+    Args:
+        path: the stage file (decisions, probs).
+        scenes: the current scenes by ``scene_id`` (from :func:`load_train_scenes`).
+        made_by: the command that writes ``path``, named in the errors.
+        required: an input of this stage: a missing or empty file is an error (a failed run
+            leaves an empty file; it is not a finished stage). False for a stage's own output.
+
+    Raises:
+        DataError: a missing or empty required file, or records about another version of
+            their scene (``scene_fp`` differs: the scene file was re-sampled since).
+    """
+    if not path.exists():
+        if required:
+            raise DataError(f"{path} does not exist; run `{made_by}` first")
+        return []
+    records = list(iter_jsonl(path))
+    if not records and required:
+        raise DataError(f"{path} holds no records (did `{made_by}` fail?); run it again")
+    problems = []
+    for lineno, rec in records:
+        scene = scenes.get(rec.get("scene_id"))
+        fp = rec.get("scene_fp")
+        if scene is not None and fp is not None and fp != scene.get("scene_fp"):
+            problems.append(data_problem(path, lineno, "scene_fp", f"scene {rec['scene_id']!r} has changed since "
+                                         "this record was written (was the scene file re-sampled?)"))
+    if problems:
+        raise DataError(f"{path} was written for other scenes than the current scene file; "
+                        f"run `{made_by}` again with --fresh", problems)
+    return records
+
+
 def run_resumable(
     items: Sequence[Mapping[str, Any]],
     out_path: Path,
@@ -128,6 +168,9 @@ def run_resumable(
     chunk_size: int,
     stage: str,
     progress: bool = True,
+    params: Mapping[str, Any] | None = None,
+    fresh: bool = False,
+    made_by: str | None = None,
 ) -> StageReport:
     """Run ``process`` over fixed chunks of ``items`` and append its records to ``out_path``.
 
@@ -135,12 +178,25 @@ def run_resumable(
     item's ``scene_id``. Items whose ``scene_id`` is already in ``out_path`` are skipped; a
     partly finished chunk is processed whole (same inputs -> same outputs) and only its
     missing records are written. Records are flushed per chunk, so a crash loses at most the
-    chunk in flight.
+    chunk in flight. Each record gets its item's ``scene_fp``.
+
+    Args:
+        params: the run's parameters, stored next to the output; a resume with other ones is
+            refused (:func:`~usermirrorer.data_pipeline.jsonl.check_run_params`).
+        fresh: delete the output first and start over.
+        made_by: the command, named in errors (default: ``stage``).
+
+    Raises:
+        ConfigError: a chunk size below 1, or ``params`` differ from the output's.
+        DataError: the output holds records about other versions of the scenes.
     """
     if chunk_size < 1:
         raise ConfigError(f"chunk size must be >= 1, got {chunk_size}")
     start = time.perf_counter()
-    done = done_keys(out_path, lambda r: r.get("scene_id"))
+    check_run_params(out_path, dict(params or {}), fresh=fresh)
+    by_id = {it["scene_id"]: it for it in items}
+    done = done_keys(out_path, lambda r: r.get("scene_id"))  # also cuts a torn last line
+    stage_records(out_path, by_id, made_by=made_by or stage, required=False)
     report = StageReport(stage=stage, path=out_path, total=len(items))
     report.skipped = sum(1 for it in items if it["scene_id"] in done)
     chunks = [list(items[i:i + chunk_size]) for i in range(0, len(items), chunk_size)]
@@ -154,15 +210,21 @@ def run_resumable(
             records = process(chunk, ci)
             if len(records) != len(chunk):
                 raise DataError(f"{stage}: chunk {ci} gave {len(records)} records for {len(chunk)} scenes")
-            fresh = [r for it, r in zip(chunk, records) if it["scene_id"] not in done]
-            out.write(fresh)
-            report.written += len(fresh)
-            bar.update(task, advance=len(fresh))
+            new = [_with_fingerprint(r, it) for it, r in zip(chunk, records) if it["scene_id"] not in done]
+            out.write(new)
+            report.written += len(new)
+            bar.update(task, advance=len(new))
             if log_lines:
                 bar.console.print(f"{stage}: {report.skipped + report.written}/{len(items)} scenes "
                                   f"({time.perf_counter() - start:.0f} s)")
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _with_fingerprint(record: dict[str, Any], item: Mapping[str, Any]) -> dict[str, Any]:
+    if "scene_fp" in item and "scene_fp" not in record:
+        record = {**record, "scene_fp": item["scene_fp"]}
+    return record
 
 
 def _progress(enabled: bool):

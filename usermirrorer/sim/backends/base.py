@@ -26,7 +26,9 @@ __all__ = [
     "ChatPromptEncoder",
     "Prompt",
     "SequenceScores",
+    "control_token_texts",
     "cut_at_stop",
+    "escape_special_tokens",
     "floor_missing_logprobs",
     "prompt_seeds",
     "renormalise_logprobs",
@@ -171,6 +173,7 @@ class ChatPromptEncoder:
         self.tokenizer = tokenizer
         self.model_name = model_name
         self._letter_ids: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+        self.special_tokens = control_token_texts(tokenizer)
 
     @classmethod
     def from_pretrained(cls, path: str, model_name: str | None = None) -> ChatPromptEncoder:
@@ -187,9 +190,19 @@ class ChatPromptEncoder:
         return f"ChatPromptEncoder(model={self.model_name!r}, vocab={len(self.tokenizer)})"
 
     def render(self, prompt: Prompt) -> str:
-        """The exact text the model continues: chat template with generation prompt + prefix."""
-        text = self.tokenizer.apply_chat_template(list(prompt.messages), tokenize=False, add_generation_prompt=True)
-        return text + prompt.assistant_prefix
+        """The exact text the model continues: chat template with generation prompt + prefix.
+
+        Control tokens come from the chat template only: a special token's text inside the
+        messages or the prefix (a dataset title holding ``<|im_end|>``) is escaped
+        (:func:`escape_special_tokens`), so data cannot open or close a turn.
+        """
+        messages = [{**m, "content": self.escape(m["content"])} for m in prompt.messages]
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return text + self.escape(prompt.assistant_prefix)
+
+    def escape(self, text: str) -> str:
+        """``text`` with this tokenizer's special tokens escaped (see :func:`escape_special_tokens`)."""
+        return escape_special_tokens(text, self.special_tokens)
 
     def encode(self, prompts: list[Prompt]) -> list[list[int]]:
         """Token ids of each rendered prompt (special tokens come from the chat template only)."""
@@ -227,7 +240,8 @@ class ChatPromptEncoder:
         """
         rendered = self.render(prompt)
         context = self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
-        rows = [list(r) for r in self.tokenizer([rendered + c for c in continuations], add_special_tokens=False)["input_ids"]]
+        rows = [list(r) for r in self.tokenizer([rendered + self.escape(c) for c in continuations],
+                                                add_special_tokens=False)["input_ids"]]
         starts = []
         for text, row in zip(continuations, rows):
             start = 0
@@ -244,6 +258,28 @@ class ChatPromptEncoder:
         """Letter token ids for one prompt (looks at the end of its rendered text)."""
         source = self.render(prompt) if len(prompt.assistant_prefix) < _TAIL_CHARS else prompt.assistant_prefix
         return self.letter_token_ids(source[-_TAIL_CHARS:], tuple(letters))
+
+
+# Put after a special token's first character so the tokenizer reads it as plain text.
+_ESCAPE = "\u200b"  # zero-width space
+
+
+def control_token_texts(tokenizer: Any) -> tuple[str, ...]:
+    """The texts a tokenizer turns into special (control) tokens, longest first."""
+    texts = set(getattr(tokenizer, "all_special_tokens", None) or [])
+    decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    texts |= {t.content for t in decoder.values() if getattr(t, "special", False)}
+    return tuple(sorted((t for t in texts if len(t) > 1), key=len, reverse=True))
+
+
+def escape_special_tokens(text: str, special_tokens: tuple[str, ...]) -> str:
+    """Data text with every special token's text broken by a zero-width space after its first
+    character (``<|im_end|>`` -> ``<\u200b|im_end|>``): it reads the same, and no tokenizer or
+    server turns it into a control token. Every backend's encoder applies it (DESIGN.md §4)."""
+    for token in special_tokens:
+        if token in text:
+            text = text.replace(token, token[0] + _ESCAPE + token[1:])
+    return text
 
 
 @dataclass

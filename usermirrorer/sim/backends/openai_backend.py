@@ -14,16 +14,23 @@ folder or registry name.
 
 **Letter probabilities.** One generated token with ``logprobs=top_logprobs``; the log-probs of
 the option letters are read from the returned top list and renormalised over the letters. A
-letter missing from the top list has a log-probability at most the smallest one listed: it is
-given that smallest value (so missing letters are over- rather than under-weighted; pass
-``missing_logprob=`` for a fixed floor instead) and counted in ``stats.missing_letters``. With
-``vllm_extensions=True`` (the server is vLLM) the request also sends vLLM's
+letter missing from the top list has a log-probability at most the smallest one listed, and
+all missing letters together at most the mass the list leaves over: it is given the smaller
+of the two bounds (pass ``missing_logprob=`` for a fixed floor instead) and counted in
+``stats.missing_letters``. A distribution that was not measured is never returned: when the
+list holds no letter, a NaN/inf value, or floored letters that could carry more than
+:data:`MAX_FLOORED_SHARE` of the letters' mass, the request is asked again with every letter
+boosted by the same ``logit_bias`` (which leaves the letters' ratios unchanged) and a longer
+top list; if that does not measure it either, :class:`~usermirrorer.errors.BackendError` names
+the scene. With ``vllm_extensions=True`` (the server is vLLM) the request also sends vLLM's
 ``logprob_token_ids`` / ``allowed_token_ids`` / ``return_tokens_as_token_ids``, so every letter
 comes back by token id and nothing is floored.
 
-**Errors.** Connection errors, timeouts, HTTP 408/409/429 and 5xx are retried with exponential
-backoff and jitter; any other refusal raises :class:`~usermirrorer.errors.BackendError` with the
-server's own message.
+**Errors.** Connection errors, timeouts, HTTP 408/409/429 and 5xx, and HTTP 200 replies that are
+no completions response (HTML, JSON garbage) are retried with exponential backoff and jitter;
+any other refusal raises :class:`~usermirrorer.errors.BackendError` with the server's own
+message. ``timeout_s`` bounds the whole request, not each read: a server trickling its reply
+is cut off after ``timeout_s`` (plus at most one read).
 
 **Hosted batch route.** :meth:`OpenAIBackend.to_batch_jsonl` writes the same requests as an
 OpenAI Batch input file (one ``{"custom_id", "method", "url", "body"}`` per line; vLLM's
@@ -56,6 +63,7 @@ from usermirrorer.sim.backends.base import (
 from usermirrorer.sim.models import resolve_model
 
 __all__ = [
+    "MAX_FLOORED_SHARE",
     "OpenAIBackend",
     "OpenAIStats",
     "BATCH_URL",
@@ -66,6 +74,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BATCH_URL = "/v1/completions"
+# Floored (unlisted) letters may hold at most this share of the letters' mass; beyond it the
+# distribution is not measured but guessed.
+MAX_FLOORED_SHARE = 0.05
+_LETTER_BIAS = 100  # logit_bias of the re-asked request: puts every letter on the top list
 _RETRY_STATUS = frozenset({408, 409, 425, 429})
 _TOKEN_ID_KEY = "token_id:"
 
@@ -132,9 +144,14 @@ class OpenAIBackend:
             raise ConfigError(f"top_logprobs must be >= 1, got {top_logprobs}")
         if max_concurrency < 1 or max_retries < 0:
             raise ConfigError(f"max_concurrency must be >= 1 and max_retries >= 0, got {max_concurrency}, {max_retries}")
+        if not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < float("inf"):
+            raise ConfigError(f"timeout_s must be a number of seconds > 0, got {timeout_s!r}")
         self._openai = openai
         self.model = model
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        if not str(self.base_url).startswith(("http://", "https://")):
+            raise ConfigError(f"base_url must be an http:// or https:// URL ending in /v1, got {self.base_url!r}")
+        self.timeout_s = float(timeout_s)
         self.client = openai.OpenAI(
             base_url=self.base_url,
             api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
@@ -171,7 +188,7 @@ class OpenAIBackend:
         extra = body.pop("extra_body", None)
         for attempt in range(self.max_retries + 1):
             try:
-                response = self.client.completions.create(**body, extra_body=extra)
+                response = self._request(body, extra)
                 self.stats.requests += 1
                 usage = getattr(response, "usage", None)
                 if usage is not None:
@@ -187,6 +204,8 @@ class OpenAIBackend:
                     ) from None
             except openai.APIConnectionError as exc:  # includes timeouts
                 error = f"{type(exc).__name__}: {exc}"
+            except _BadReply as exc:  # a whole-request timeout, or a 200 that is no completions reply
+                error = str(exc)
             if attempt < self.max_retries:
                 self.stats.retries += 1
                 delay = min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + 0.5 * self._jitter.random())
@@ -196,6 +215,25 @@ class OpenAIBackend:
             f"the server at {self.base_url} kept failing for model {self.model!r}: {self.max_retries + 1} attempts, "
             f"last error {error}; check that it is running and reachable, or raise max_retries"
         )
+
+    def _request(self, body: dict[str, Any], extra: dict[str, Any] | None) -> Any:
+        """One request, read as it streams in under one deadline, parsed and shape-checked."""
+        deadline = time.monotonic() + self.timeout_s
+        chunks = []
+        with self.client.completions.with_streaming_response.create(**body, extra_body=extra) as raw:
+            for chunk in raw.iter_bytes():
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise _BadReply(f"no complete reply within timeout_s={self.timeout_s:g}")
+        data = b"".join(chunks)
+        try:
+            payload = json.loads(data)
+        except (ValueError, RecursionError):
+            raise _BadReply(f"HTTP 200 with a body that is not JSON (starts {data[:60]!r})") from None
+        choices = payload.get("choices") if isinstance(payload, dict) else None
+        if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+            raise _BadReply(f"HTTP 200 with JSON that is not a completions reply (no 'choices' list): {data[:60]!r}")
+        return self._openai.types.Completion.construct(**payload)
 
     def _map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         if len(items) <= 1 or self.max_concurrency == 1:
@@ -225,23 +263,63 @@ class OpenAIBackend:
         return body
 
     def _letters_of(self, top: dict[str, float], letter_ids: list[int], where: str) -> np.ndarray:
-        """Renormalised letter log-probs from one position's top-logprob dict."""
-        found: dict[int, float] = {}
-        by_text = {self._token_text(t): t for t in letter_ids}
-        for key, value in top.items():
-            if key.startswith(_TOKEN_ID_KEY) and key[len(_TOKEN_ID_KEY):].isdigit():
-                found[int(key[len(_TOKEN_ID_KEY):])] = float(value)
-            elif key in by_text:
-                found[by_text[key]] = float(value)
+        """Renormalised letter log-probs from one position's top-logprob dict.
+
+        Raises:
+            BackendError: (an ``_Unmeasured``) the list does not measure the letters' distribution.
+        """
         if not top:
             raise BackendError(f"{where}: the server returned no top log-probabilities; does it support 'logprobs'?")
-        # The smallest value of the whole list bounds every token not in it.
-        floor = self.missing_logprob if self.missing_logprob is not None else min(float(v) for v in top.values())
-        raw, missing = floor_missing_logprobs(found or {-1: floor}, letter_ids, floor)
+        values = {key: _number(value) for key, value in top.items()}
+        if any(np.isnan(v) or v == np.inf for v in values.values()):
+            raise _Unmeasured(f"{where}: the server's top log-probabilities hold NaN/inf ({_shown(top)})")
+        found: dict[int, float] = {}
+        by_text = {self._token_text(t): t for t in letter_ids}
+        for key, value in values.items():
+            if key.startswith(_TOKEN_ID_KEY) and key[len(_TOKEN_ID_KEY):].isdigit():
+                found[int(key[len(_TOKEN_ID_KEY):])] = value
+            elif key in by_text:
+                found[by_text[key]] = value
+        found = {t: v for t, v in found.items() if t in letter_ids}
+        if not found or not np.isfinite(list(found.values())).any():
+            raise _Unmeasured(f"{where}: the server's top log-probabilities hold none of the option letters ({_shown(top)})")
+        missing = len(letter_ids) - len(found)
+        floor = self.missing_logprob
+        if floor is None and missing:
+            # Each unlisted token is below the smallest listed one, and all of them together
+            # hold at most what the list leaves over.
+            left = max(0.0, 1.0 - float(np.exp(np.array(list(values.values()))).sum()))
+            floor = min(min(values.values()), np.log(left / missing) if left > 0 else -np.inf)
+        raw, missing = floor_missing_logprobs(found, letter_ids, floor)
         if missing:
             self.stats.missing_letters += missing
+            floored = np.exp(floor) * missing
+            share = floored / (floored + float(np.exp([v for v in found.values()]).sum()))
+            if share > MAX_FLOORED_SHARE:
+                raise _Unmeasured(f"{where}: {missing} of {len(letter_ids)} option letters are not in the server's "
+                                  f"top log-probabilities and could hold {share:.0%} of the mass ({_shown(top)})")
             log.debug("%s: %d of %d letters not in the top %d; floored at %.2f", where, missing, len(letter_ids), len(top), floor)
         return renormalise_logprobs(raw)
+
+    def _measured(self, text: str, letter_ids: list[int], scene: str | None) -> np.ndarray:
+        """The letters' distribution for one prompt, asked again with the letters boosted if the
+        first answer does not measure it (module docstring)."""
+        where = f"scene {scene!r}"
+        body = self._letter_body(text, letter_ids)
+        try:
+            return self._letters_of(_first_top(self._call(body).choices, scene), letter_ids, where)
+        except _Unmeasured as first:
+            if self.vllm_extensions:
+                raise BackendError(f"{first}; the letter distribution was not measured") from None
+            body["logprobs"] = max(self.top_logprobs, min(len(letter_ids), 20))
+            body["logit_bias"] = {str(t): _LETTER_BIAS for t in letter_ids}
+            try:
+                return self._letters_of(_first_top(self._call(body).choices, scene), letter_ids, where)
+            except _Unmeasured as again:
+                raise BackendError(
+                    f"{again}, also when asked again with the letters boosted: the letter distribution was not "
+                    "measured, so this scene is not scored. For a vLLM server pass vllm_extensions=True"
+                ) from None
 
     def _token_text(self, token_id: int) -> str:
         return self.encoder.tokenizer.decode([int(token_id)])
@@ -255,8 +333,7 @@ class OpenAIBackend:
         letter_ids = [self.encoder.letter_ids_for(p, lets) for p, lets in zip(prompts, letters)]
 
         def one(i: int) -> np.ndarray:
-            response = self._call(self._letter_body(texts[i], letter_ids[i]))
-            return self._letters_of(_first_top(response.choices, prompts[i].scene_id), letter_ids[i], f"scene {prompts[i].scene_id!r}")
+            return self._measured(texts[i], letter_ids[i], prompts[i].scene_id)
 
         return self._map(one, range(len(prompts)))
 
@@ -385,7 +462,11 @@ class OpenAIBackend:
             choices = body.get("choices") or []
             if kind == "letters":
                 top = _first_top_dicts(choices, where)
-                out.append(self._letters_of(top, ids, where))
+                try:
+                    out.append(self._letters_of(top, ids, where))
+                except _Unmeasured as exc:
+                    raise DataError(f"batch output {str(path)!r} cannot be used: {exc}; the letter distribution "
+                                    "was not measured") from None
             else:
                 out.append(_texts_of(_choice_objects(choices), len(choices), stop or [], where))
         return out
@@ -448,6 +529,26 @@ def read_batch_jsonl(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]
 
 
 # ---------------------------------------------------------------------- response helpers
+class _BadReply(Exception):
+    """A reply that is no usable completions response (or none within the deadline): retried."""
+
+
+class _Unmeasured(BackendError):
+    """The top log-probabilities do not measure the letters' distribution."""
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _shown(top: dict[str, Any]) -> str:
+    items = list(top.items())
+    return ", ".join(f"{k!r}: {v}" for k, v in items[:6]) + (" ..." if len(items) > 6 else "")
+
+
 def _load_encoder(tokenizer: str, model: str) -> ChatPromptEncoder:
     try:
         path = resolve_model(tokenizer)
