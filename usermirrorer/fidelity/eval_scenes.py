@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from usermirrorer.data_pipeline.raw import parse_time
 from usermirrorer.data_pipeline.sampling.sampler import SceneConfig, causal_popularity, eligible_rows, sample_scenes
 from usermirrorer.errors import ConfigError, DataError, data_problem
 
@@ -328,7 +329,7 @@ def option_popularity_ranks(ds: RawDataset, scenes: Sequence[Mapping[str, Any]])
         return {"counts": np.zeros((0, 0), np.int64), "real_rank": np.zeros(0), "real_is_top": np.zeros(0)}
     index = ds.item_index
     items = np.array([[index[str(i)] for i in s["impression_list"]] for s in scenes], dtype=np.int64)
-    times = np.array([np.datetime64(s["timestamp"], "s").astype(np.int64) for s in scenes], dtype=np.int64)
+    times = np.array([parse_time(s["timestamp"]) for s in scenes], dtype=np.int64)
     pos = np.array([int(s["item_pos"]) for s in scenes], dtype=np.int64)
     counts = np.empty(items.shape, dtype=np.int64)
     for start in range(0, len(scenes), 256):  # bounded (256 x n_items) blocks
