@@ -7,6 +7,7 @@ loses at most the batch in flight; :func:`done_keys` lets a stage skip finished 
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -15,13 +16,16 @@ from typing import Any
 
 from usermirrorer.errors import DataError, data_problem
 
-__all__ = ["read_jsonl", "iter_jsonl", "write_jsonl", "JsonlAppender", "done_keys"]
+__all__ = ["read_jsonl", "iter_jsonl", "write_jsonl", "JsonlAppender", "done_keys", "has_bom"]
 
 
 def iter_jsonl(
     path: str | os.PathLike, problems: list[str] | None = None
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, record)`` for each non-blank line (1-based line numbers).
+
+    A UTF-8 byte-order mark at the start of the file (spreadsheet tools and Windows editors
+    write one) is skipped; :func:`has_bom` says whether there was one.
 
     Args:
         path: the JSONL file.
@@ -35,6 +39,8 @@ def iter_jsonl(
     path = Path(path)
     with path.open("rb") as fh:
         for lineno, raw_line in enumerate(fh, start=1):
+            if lineno == 1 and raw_line.startswith(codecs.BOM_UTF8):
+                raw_line = raw_line[len(codecs.BOM_UTF8) :]
             if not raw_line.strip():
                 continue
             try:
@@ -128,3 +134,9 @@ def done_keys(path: str | os.PathLike, key: Callable[[dict[str, Any]], Any]) -> 
         return set()
     _drop_torn_tail(path)
     return {key(record) for _, record in iter_jsonl(path)}
+
+
+def has_bom(path: str | os.PathLike) -> bool:
+    """Whether the file starts with a UTF-8 byte-order mark (which :func:`iter_jsonl` skips)."""
+    with Path(path).open("rb") as fh:
+        return fh.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8
