@@ -38,7 +38,14 @@ def test_misspelt_baseline_in_the_env_suggests_the_right_name(small_ds, no_netwo
         gym.make("usermirrorer/RecEnv-v0", dataset=small_ds, model="populatiry")
     message = str(info.value)
     assert "did you mean 'popularity'?" in message
-    for name in ("smollm2-135m", "tiny-random", "usermirrorer-llama-3b", "random", "collaborative", "mnl"):
+    for name in (
+        "smollm2-135m",
+        "tiny-random",
+        "usermirrorer-llama-3b",
+        "random",
+        "collaborative",
+        "mnl",
+    ):
         assert name in message
     assert no_network == []
 

@@ -101,7 +101,7 @@ class RecVectorEnv(VectorEnv):
         if actions.ndim != 2 or actions.shape[0] != self.num_envs:
             raise InvalidAction(
                 f"actions have shape {actions.shape}, expected ({self.num_envs}, "
-                f"{self.single_action_space.slate_size}): one slate per sub-env"
+                f"{self.envs[0].exposure_size}): one slate per sub-env"
             )
         results: list[tuple | None] = [None] * self.num_envs
         active = [i for i in range(self.num_envs) if not self._prev_done[i]]
