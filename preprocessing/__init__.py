@@ -12,9 +12,11 @@ from usermirrorer.preprocessing.base import (
     ConvertReport,
     RuleCount,
     SourceProblems,
+    cache_project,
     converters,
     ensure_raws,
     get_converter,
+    locate_raws,
 )
 
 __all__ = [
@@ -23,7 +25,9 @@ __all__ = [
     "ConvertReport",
     "RuleCount",
     "SourceProblems",
+    "cache_project",
     "converters",
     "ensure_raws",
     "get_converter",
+    "locate_raws",
 ]

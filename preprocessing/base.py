@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import logging
 import os
 import pkgutil
 import time
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from usermirrorer.data_pipeline.cache import cache_dir
 from usermirrorer.data_pipeline.raw import RawPaths, format_time, raw_paths, write_raws
 from usermirrorer.errors import ConfigError, DataError, data_problem
 
@@ -45,7 +47,11 @@ __all__ = [
     "require_files",
     "write_raw_records",
     "ensure_raws",
+    "cache_project",
+    "locate_raws",
 ]
+
+log = logging.getLogger(__name__)
 
 _MAX_EXAMPLES = 3
 _MAX_PROBLEMS = 200
@@ -361,6 +367,36 @@ def ensure_raws(
             f"(DIR: the folder holding {converter.source_format})"
         )
     return converter.run(source, project_path, dict(options or {}))
+
+
+def cache_project() -> Path:
+    """The project folder in the user cache where bundled datasets are converted on first use:
+    ``$USERMIRRORER_CACHE/demo-project`` (default cache ``~/.cache/usermirrorer``)."""
+    return cache_dir() / "demo-project"
+
+
+def locate_raws(project_path: str | os.PathLike, dataset: str) -> Path:
+    """The project folder to load ``dataset``'s raws from.
+
+    ``project_path`` when ``<project_path>/raws`` holds them. Otherwise, for a dataset that
+    needs no source files (ML-100K, carried by the ``recbole`` package; ``synthetic``), the
+    user-cache project :func:`cache_project`, converted there on first use with one log line
+    saying where. Any other dataset gets ``project_path`` back, so loading it reports the
+    missing files and the ``usermirrorer preprocess`` command that writes them.
+    """
+    project = Path(project_path)
+    if all(p.exists() for p in raw_paths(project, dataset)):
+        return project
+    converter = converters().get(dataset)
+    if converter is None or converter.needs_source:
+        return project
+    cached = cache_project()
+    report = ensure_raws(cached, dataset)
+    if report is not None:
+        log.warning("%s: no raws under %s; converted the bundled copy into %s in %.1f s (first use "
+                    "only; later runs read it from there)", dataset, project.resolve() / "raws",
+                    cached / "raws", report.seconds)
+    return cached
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ the simulator's choice probabilities and the pick, and a summary table at the en
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from usermirrorer.envs.agents import make_recommender
 from usermirrorer.envs.arena import run_arena, summarize
 from usermirrorer.envs.resources import BASELINE_CHOICE_MODELS, load_choice_model, load_dataset
 from usermirrorer.errors import ConfigError
-from usermirrorer.preprocessing import ensure_raws
+from usermirrorer.preprocessing import cache_project, ensure_raws
 
 __all__ = ["DemoConfig", "DEFAULT_AGENTS", "default_project", "run_demo"]
 
@@ -71,9 +70,9 @@ class DemoConfig:
 
 
 def default_project() -> Path:
-    """``$USERMIRRORER_CACHE/demo-project`` (default cache: ``~/.cache/usermirrorer``)."""
-    root = os.environ.get("USERMIRRORER_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "usermirrorer") / "demo-project"
+    """``$USERMIRRORER_CACHE/demo-project`` (default cache: ``~/.cache/usermirrorer``): the
+    project where bundled datasets are converted on first use (:func:`cache_project`)."""
+    return cache_project()
 
 
 def _ensure_raws(project: Path, dataset: str, console) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gymnasium.spaces import MultiDiscrete
 
-from usermirrorer.envs import RecEnv
+from usermirrorer.envs import RecEnv, RecVectorEnv
 from usermirrorer.envs.wrappers import DedupSlate, ScoreToSlate
-from usermirrorer.errors import InvalidAction
+from usermirrorer.errors import ConfigError, InvalidAction
 
 
 def test_score_to_slate_takes_top_k_unseen(small_ds, fake_model):
@@ -33,3 +34,34 @@ def test_dedup_slate_fills_repeats_from_the_fallback(small_ds, fake_model):
     assert env.action(valid).tolist() == valid.tolist()
     for _ in range(5):
         env.step(env.action_space.sample())  # plain MultiDiscrete samples may repeat
+
+
+def test_repeats_fill_is_the_env_argument_for_independent_slot_policies(small_ds, fake_model):
+    env = RecEnv(small_ds, fake_model, 4, repeats="fill")
+    assert type(env.action_space) is MultiDiscrete  # every vector of indices is a valid action
+    env.reset(seed=0)
+    popular = [i for i in env.fill_order.tolist() if i not in (3, 39, 5)]
+    _, _, _, _, info = env.step(np.array([3, 3, 39, 3]))
+    assert info["slate"].tolist() == [3, popular[0], 39, popular[1]]
+    assert info["scene"]["impression_list"] == [str(small_ds.item_ids[i]) for i in info["slate"]]
+    # the same slate as the wrapper's default (popularity) fallback
+    wrapped = DedupSlate(RecEnv(small_ds, fake_model, 4))
+    assert wrapped.action(np.array([3, 3, 39, 3])).tolist() == info["slate"].tolist()
+    for _ in range(5):
+        _, _, _, _, info = env.step(env.action_space.sample())
+        assert len(set(info["slate"].tolist())) == 4
+    # the vector env passes the argument to its sub-envs
+    envs = RecVectorEnv(2, dataset=small_ds, model=fake_model, exposure_size=4, repeats="fill")
+    envs.reset(seed=0)
+    _, _, _, _, infos = envs.step(np.array([[3, 3, 39, 3], [7, 7, 7, 7]]))
+    assert infos["slate"][0].tolist() == [3, popular[0], 39, popular[1]]
+    assert len(set(infos["slate"][1].tolist())) == 4
+
+
+def test_repeats_raise_says_how_to_fix_and_bad_values_are_refused(small_ds, fake_model):
+    env = RecEnv(small_ds, fake_model, 4)
+    env.reset(seed=0)
+    with pytest.raises(InvalidAction, match="repeats='fill'"):
+        env.step(np.array([3, 3, 39, 5]))
+    with pytest.raises(ConfigError, match="repeats must be one of"):
+        RecEnv(small_ds, fake_model, 4, repeats="dedup")

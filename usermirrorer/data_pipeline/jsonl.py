@@ -7,6 +7,7 @@ loses at most the batch in flight; :func:`done_keys` lets a stage skip finished 
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -15,7 +16,7 @@ from typing import Any
 
 from usermirrorer.errors import ConfigError, DataError, data_problem
 
-__all__ = ["read_jsonl", "iter_jsonl", "write_jsonl", "JsonlAppender", "done_keys", "check_run_params"]
+__all__ = ["read_jsonl", "iter_jsonl", "write_jsonl", "JsonlAppender", "done_keys", "check_run_params", "has_bom"]
 
 # Integers beyond this magnitude are no ids, counts or seconds: refused at parse time, so a
 # 400-digit number cannot overflow later in a float conversion far from its file and line.
@@ -44,6 +45,9 @@ def iter_jsonl(
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, record)`` for each non-blank line (1-based line numbers).
 
+    A UTF-8 byte-order mark at the start of the file (spreadsheet tools and Windows editors
+    write one) is skipped; :func:`has_bom` says whether there was one.
+
     Args:
         path: the JSONL file.
         problems: if given, a bad line is appended here as ``file:line: json: what`` and
@@ -56,6 +60,8 @@ def iter_jsonl(
     path = Path(path)
     with path.open("rb") as fh:
         for lineno, raw_line in enumerate(fh, start=1):
+            if lineno == 1 and raw_line.startswith(codecs.BOM_UTF8):
+                raw_line = raw_line[len(codecs.BOM_UTF8) :]
             if not raw_line.strip():
                 continue
             try:
@@ -203,3 +209,9 @@ def check_run_params(path: str | os.PathLike, params: dict[str, Any], *, fresh: 
         return
     side.parent.mkdir(parents=True, exist_ok=True)
     side.write_text(json.dumps(params, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def has_bom(path: str | os.PathLike) -> bool:
+    """Whether the file starts with a UTF-8 byte-order mark (which :func:`iter_jsonl` skips)."""
+    with Path(path).open("rb") as fh:
+        return fh.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8

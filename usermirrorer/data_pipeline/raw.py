@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from usermirrorer.data_pipeline.jsonl import iter_jsonl, write_jsonl
+from usermirrorer.data_pipeline.jsonl import has_bom, iter_jsonl, write_jsonl
 from usermirrorer.errors import DataError, data_problem
 
 __all__ = [
@@ -139,6 +139,8 @@ class RawDataset:
         behavior: behaviour-feature columns per interaction.
         user_ptr: int64 CSR offsets, length ``n_users + 1``.
         inter_line: 1-based line of each interaction in its source file (0 if generated).
+        byte_order_marks: names of the source files that started with a UTF-8 byte-order mark
+            (stripped on load; counted in :meth:`summary`).
     """
 
     name: str
@@ -153,6 +155,7 @@ class RawDataset:
     inter_time: np.ndarray
     behavior: dict[str, np.ndarray] = field(default_factory=dict)
     inter_line: np.ndarray | None = None
+    byte_order_marks: tuple[str, ...] = ()
     user_ptr: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -229,6 +232,8 @@ class RawDataset:
         span = ""
         if self.n_interactions:
             span = f", {format_time(self.inter_time.min())} .. {format_time(self.inter_time.max())}"
+        if self.byte_order_marks:
+            span += f"; UTF-8 byte-order mark stripped from {', '.join(self.byte_order_marks)}"
         return (
             f"RawDataset({self.name!r}: {self.n_users:,} users, {self.n_items:,} items, "
             f"{self.n_interactions:,} interactions{span})"
@@ -246,6 +251,7 @@ class RawDataset:
             "first": format_time(self.inter_time.min()) if self.n_interactions else None,
             "last": format_time(self.inter_time.max()) if self.n_interactions else None,
             "behavior_features": sorted(self.behavior),
+            "byte_order_marks_stripped": len(self.byte_order_marks),
         }
 
 
@@ -348,7 +354,8 @@ def load_raws(project_path: str | os.PathLike, dataset: str) -> RawDataset:
 
     Checks: every line is a JSON object; required keys present with the right types; ids are
     unique; interactions reference known users and items; timestamps are
-    ``YYYY-MM-DD HH:MM:SS``; no file is empty.
+    ``YYYY-MM-DD HH:MM:SS``; no file is empty. A leading UTF-8 byte-order mark is benign: it is
+    stripped and counted (``summary()["byte_order_marks_stripped"]``).
 
     Raises:
         DataError: listing every problem as ``file:line: field: what was expected``.
@@ -443,6 +450,7 @@ def load_raws(project_path: str | os.PathLike, dataset: str) -> RawDataset:
         inter_time=inter_time,
         behavior=_behavior_columns(behaviors, len(behaviors)),
         inter_line=np.array(lines, dtype=np.int64),
+        byte_order_marks=tuple(p.name for p in paths if has_bom(p)),
     )
 
 

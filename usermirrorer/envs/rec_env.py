@@ -23,8 +23,9 @@ from usermirrorer.envs.rewards import (
     rating_scenes,
     resolve_reward,
 )
-from usermirrorer.envs.spaces import SlateSpace
+from usermirrorer.envs.spaces import SlateSpace, fill_repeats
 from usermirrorer.errors import BackendError, ConfigError, InvalidAction
+from usermirrorer.preprocessing import locate_raws
 from usermirrorer.sim.prompts import MAX_OPTIONS, MODES  # MAX_OPTIONS: option letters A..Z (DESIGN.md §4)
 
 __all__ = ["RecEnv", "MAX_OPTIONS", "simulate_steps"]
@@ -33,6 +34,9 @@ _START_MODES = ("random", "end")
 # start_time in unix seconds: years 0001..9999, the range 'YYYY-MM-DD HH:MM:SS' can name.
 _EARLIEST = parse_time("0001-01-01 00:00:00")
 _LATEST = parse_time("9999-12-31 23:59:59")
+
+#: What a repeated item in a slate means (the ``repeats`` argument).
+REPEATS = ("raise", "fill")
 
 
 class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
@@ -53,6 +57,13 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
     indices (rows of the dataset's item file, `0..n_items-1`) shown as options A, B, C, ... in
     that order. A slate with a repeated item, an index out of range or the wrong length raises
     `usermirrorer.errors.InvalidAction`. `action_space.sample()` draws distinct items.
+
+    With `repeats="fill"` the action space is a plain `MultiDiscrete([n_items] * K)` and a
+    repeated entry is replaced, in order, by the most popular item (interaction count over the
+    whole log) not yet in the slate; a slate of distinct items is shown unchanged. This is the
+    setting for RL libraries whose `MultiDiscrete` policy samples each slot on its own
+    (Stable-Baselines3, TorchRL): they repeat items by chance. `info["slate"]` is the slate
+    actually shown.
 
     ## Observation Space
 
@@ -142,7 +153,7 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
 
     | Parameter | Type | Default | Description |
     |-----------|------|---------|-------------|
-    | `dataset` | str or RawDataset | `"ml-100k"` | dataset name under `project_path/raws` (see `usermirrorer preprocess`) |
+    | `dataset` | str or RawDataset | `"ml-100k"` | dataset name under `project_path/raws` (see `usermirrorer preprocess`); a bundled one (`ml-100k`) missing there is converted into the user cache on first use |
     | `model` | str or choice model | `"smollm2-135m"` | simulator, see Simulator |
     | `exposure_size` | int | 5 | K, items per slate (K, plus 1 with `allow_skip`, at most 26) |
     | `project_path` | path | `"."` | folder holding `raws/` |
@@ -159,6 +170,7 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
     | `start` | str | `"random"` | `"random"` or `"end"`, see Starting State |
     | `step_seconds` | int | 3600 | time between steps |
     | `debias_positions` | bool | False | also score the reversed slate and average (see Simulator) |
+    | `repeats` | str | `"raise"` | a repeated item in a slate: `"raise"` (`InvalidAction`) or `"fill"` (replaced by popular items, see Action Space) |
     | `users` | list of ids | None | restrict the drawn users |
     | `strategy` | DomainStrategy or name | None | text templates (default: the dataset's) |
     | `sim_options` | SimOptions or dict | None | simulator options (temperature, batch size ...) |
@@ -166,7 +178,7 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
     | `render_mode` | str | None | `"ansi"`: `render()` returns the scene, slate, probabilities and pick |
 
     `info` after a step: `probs`, `choice` (option index, K = skip), `skipped`, `item` (index,
-    -1 on skip), `item_id`, `rationale` / `rationales` / `thought_probs` (decision mode),
+    -1 on skip), `item_id`, `slate` (the item indices shown), `rationale` / `rationales` / `thought_probs` (decision mode),
     `scene` (the rendered scene: profile, history and option texts), `user_id`, `timestamp`,
     `expected_click`, `expected_rank`, `expected_rating` (rating mode).
 
@@ -206,6 +218,7 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
         start: str = "random",
         step_seconds: int = 3600,
         debias_positions: bool = False,
+        repeats: str = "raise",
         users: Sequence[str] | None = None,
         strategy: DomainStrategy | str | None = None,
         sim_options: Any = None,
@@ -236,11 +249,15 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
             raise ConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
         if start not in _START_MODES:
             raise ConfigError(f"start must be one of {list(_START_MODES)}, got {start!r}")
+        if repeats not in REPEATS:
+            raise ConfigError(f"repeats must be one of {list(REPEATS)}, got {repeats!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ConfigError(
                 f"render_mode={render_mode!r} is not supported; use one of {self.metadata['render_modes']} or None"
             )
 
+        if isinstance(dataset, str):  # a bundled dataset missing here is read from the user cache
+            project_path = locate_raws(project_path, dataset)
         self.ds = load_dataset(dataset, project_path)
         if self.ds.n_items < exposure_size:
             raise ConfigError(
@@ -277,11 +294,17 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
         self.start = start
         self.step_seconds = int(step_seconds)
         self.debias_positions = bool(debias_positions)
+        self.repeats = repeats
+        self._fill_order: np.ndarray | None = None
         self.render_mode = render_mode
         self._candidate_users = self._eligible_users(users)
 
         n_items, k = self.ds.n_items, self.exposure_size
-        self.action_space = SlateSpace(n_items, k)
+        self.action_space = (
+            SlateSpace(n_items, k)
+            if repeats == "raise"
+            else spaces.MultiDiscrete(np.full(k, n_items, dtype=np.int64))
+        )
         self.observation_space = spaces.Dict(
             {
                 "user": spaces.Discrete(self.ds.n_users),
@@ -425,11 +448,22 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
         slate = np.array([int(v) for v in values], dtype=np.int64)
         values, counts = np.unique(slate, return_counts=True)
         if (counts > 1).any():
+            if self.repeats == "fill":
+                return fill_repeats(slate, self.fill_order)
             raise InvalidAction(
                 f"slate {slate.tolist()} repeats item(s) {values[counts > 1].tolist()}; "
-                f"a slate must hold {k} distinct items"
+                f"a slate must hold {k} distinct items. A policy that samples each slot on its own "
+                "(Stable-Baselines3, TorchRL MultiDiscrete heads) repeats items by chance: create "
+                "the env with repeats='fill' to replace repeats by popular items"
             )
         return slate
+
+    @property
+    def fill_order(self) -> np.ndarray:
+        """Item indices in the order repeated slots are filled: most interactions first."""
+        if self._fill_order is None:
+            self._fill_order = np.argsort(-self.ds.item_popularity(), kind="stable")
+        return self._fill_order
 
     def build_scene(self, slate: np.ndarray) -> Scene:
         """The scene the simulator reads for ``slate`` at the current time (DESIGN.md §2 record,
@@ -527,6 +561,7 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
             "skipped": skipped,
             "item": -1 if item is None else item,
             "item_id": None if item is None else str(self.ds.item_ids[item]),
+            "slate": slate.copy(),
             "rationale": rationales[0] if rationales else "",
             "rationales": rationales,
             "scene": scene,

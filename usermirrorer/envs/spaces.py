@@ -15,7 +15,7 @@ import numpy as np
 from gymnasium.spaces import MultiDiscrete
 from gymnasium.vector.utils import batch_space
 
-__all__ = ["SlateSpace"]
+__all__ = ["SlateSpace", "fill_repeats"]
 
 
 class SlateSpace(MultiDiscrete):
@@ -79,6 +79,36 @@ class SlateSpace(MultiDiscrete):
         )
 
     __hash__ = None  # mutable sampler state; like gymnasium spaces, not hashable
+
+
+def fill_repeats(slate: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """``slate`` with each repeated entry replaced, in order, by the first ``fallback`` item not
+    yet in it; a slate of distinct items comes back unchanged (as a copy).
+
+    This is what a repeated slot means with ``RecEnv(repeats="fill")`` and
+    :class:`~usermirrorer.envs.wrappers.DedupSlate`: policies that sample each slot on its own
+    (the ``MultiDiscrete`` heads of Stable-Baselines3 and TorchRL) repeat items by chance.
+
+    Args:
+        slate: 1-D int array of item indices.
+        fallback: item indices in the order used to fill repeated slots (e.g. most popular
+            first); must hold at least ``len(slate)`` distinct items.
+    """
+    out = np.array(slate, dtype=np.int64).reshape(-1)
+    used: set[int] = set()
+    repeats = []
+    for i, item in enumerate(out.tolist()):
+        if item in used:
+            repeats.append(i)
+        else:
+            used.add(item)
+    if repeats:
+        fill = (int(x) for x in fallback if int(x) not in used)
+        for i in repeats:
+            item = next(fill)
+            used.add(item)
+            out[i] = item
+    return out
 
 
 @batch_space.register(SlateSpace)

@@ -97,7 +97,7 @@ class RecVectorEnv(VectorEnv):
         self, actions: Any
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """One slate per sub-env (shape ``(num_envs, K)``); sub-envs done at the last step reset."""
-        expected = f"({self.num_envs}, {self.single_action_space.slate_size}): one slate per sub-env"
+        expected = f"({self.num_envs}, {self.envs[0].exposure_size}): one slate per sub-env"
         try:
             actions = np.asarray(actions)
         except ValueError:  # ragged: slates of different lengths

@@ -8,7 +8,9 @@ turn such actions into valid slates:
   is the K highest-scoring items (optionally never items the user already consumed).
 - :class:`DedupSlate`: the action is any ``MultiDiscrete([n_items] * K)``; repeated entries are
   replaced, in order, by the highest-ranked items not yet in the slate (by a fixed fallback
-  ranking, e.g. popularity), so a valid slate passes through unchanged.
+  ranking, e.g. popularity), so a valid slate passes through unchanged. With the default
+  (popularity) ranking it equals ``RecEnv(repeats="fill")``, the simpler way to the same
+  thing; the wrapper is for another ranking.
 
 The slate actually shown is in ``info["slate"]``.
 """
@@ -21,6 +23,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from usermirrorer.envs.spaces import fill_repeats
 from usermirrorer.errors import InvalidAction
 
 __all__ = ["ScoreToSlate", "DedupSlate"]
@@ -87,7 +90,7 @@ class DedupSlate(gym.ActionWrapper):
         self.n_items = int(base.ds.n_items)
         self.k = int(base.exposure_size)
         if fallback is None:
-            fallback = np.argsort(-base.ds.item_popularity(), kind="stable")
+            fallback = base.fill_order
         self.fallback = np.asarray(fallback, dtype=np.int64)
         self.action_space = spaces.MultiDiscrete(np.full(self.k, self.n_items, dtype=np.int64))
 
@@ -103,18 +106,7 @@ class DedupSlate(gym.ActionWrapper):
             raise InvalidAction(
                 f"DedupSlate expects {self.k} item indices in 0..{self.n_items - 1}, got {np.asarray(action).tolist()}"
             )
-        slate = raw.copy()
-        used: set[int] = set()
-        repeats = []
-        for i, item in enumerate(raw.tolist()):
-            if item in used:
-                repeats.append(i)
-            else:
-                used.add(item)
-        fill = (int(x) for x in self.fallback if int(x) not in used)
-        for i in repeats:
-            slate[i] = next(fill)
-        return slate
+        return fill_repeats(raw, self.fallback)
 
 
 def _seen(obs: dict[str, Any]) -> np.ndarray:

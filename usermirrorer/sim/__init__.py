@@ -1,7 +1,8 @@
 """The LLM user simulator: prompts, model registry, backends, :class:`UserSimulator`, the choice
 models (:func:`make_choice_model`, the one factory) and their evaluation (:func:`evaluate`).
 
->>> from usermirrorer.sim import UserSimulator
+>>> from usermirrorer.sim import UserSimulator, example_scenes
+>>> scene = example_scenes("ml-100k", n=1)[0]      # doctest: +SKIP
 >>> sim = UserSimulator("smollm2-135m")            # doctest: +SKIP
 >>> sim.choice_probs(scene).probs                  # doctest: +SKIP
 
@@ -10,6 +11,7 @@ Importing this package does not import torch or transformers; backends load them
 
 from usermirrorer.sim.choice_models import BASELINE_CHOICE_MODELS, ChoiceModel, make_choice_model
 from usermirrorer.sim.evaluation import Evaluation, ScoredScene, evaluate, evaluate_file
+from usermirrorer.sim.examples import example_scenes
 from usermirrorer.sim.models import resolve_model
 from usermirrorer.sim.prompts import (
     DEFAULT_PROMPTS,
@@ -45,4 +47,5 @@ __all__ = [
     "evaluate_file",
     "Evaluation",
     "ScoredScene",
+    "example_scenes",
 ]

