@@ -108,6 +108,8 @@ def _add_fidelity(sub: argparse._SubParsersAction) -> None:
                    help="leave out the likelihood-mode trainings (`usermirrorer train`) and their learning curve")
     p.add_argument("--curve-limit", type=int, default=200,
                    help="eval scenes per variant of each learning-curve point (default 200)")
+    p.add_argument("--trained-limit", type=int, default=None,
+                   help="eval scenes per variant of a training's last checkpoint (default: as --likelihood-limit)")
     p.add_argument("--baselines", default="random,popularity,most-popular,collaborative,content,mnl,mnl-standard,"
                    "mnl-matched", help="comma-separated log-only rows (default: all eight; mnl-standard / "
                    "mnl-matched are the MNL fitted on one construction's train-user scenes only)")
@@ -171,7 +173,7 @@ def run_fidelity_command(args: argparse.Namespace) -> int:
                         for m in args.finetuned),
         finetuned_decision=args.finetuned_decision,
         extra_models=tuple(parse_extra_model(m) for m in args.model), direct_ft=not args.no_direct_ft,
-        likelihood_ft=not args.no_likelihood_ft, curve_limit=args.curve_limit,
+        likelihood_ft=not args.no_likelihood_ft, curve_limit=args.curve_limit, trained_limit=args.trained_limit,
         baselines=tuple(b.strip() for b in args.baselines.split(",") if b.strip()),
         row_minutes=args.row_minutes, repeats=args.repeats,
         batch_size=args.batch_size, fresh=args.fresh, progress=not args.no_progress, command=command_line(),

@@ -9,7 +9,7 @@ the simulator's choice probabilities and the pick, and a summary table at the en
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from usermirrorer.envs.agents import make_recommender
 from usermirrorer.envs.arena import run_arena, summarize
 from usermirrorer.envs.resources import BASELINE_CHOICE_MODELS, load_choice_model, load_dataset
 from usermirrorer.errors import ConfigError
+from usermirrorer.fidelity.workspace import load_likelihood_ft_manifests
 from usermirrorer.preprocessing import cache_project, ensure_raws
 
 __all__ = ["DemoConfig", "DEFAULT_AGENTS", "default_project", "run_demo"]
@@ -51,6 +52,9 @@ class DemoConfig:
         seed: seed of users, agents and choices.
         threads: torch CPU threads.
         no_live: print each step instead of a live view.
+        trained_from: project where ``usermirrorer train`` wrote its checkpoints: with the
+            default model in likelihood mode, the demo uses the last checkpoint found there (and
+            says which); None: never.
     """
 
     project: Path | None = None
@@ -67,6 +71,7 @@ class DemoConfig:
     seed: int = 0
     threads: int = 2
     no_live: bool = False
+    trained_from: Path | None = Path("workspace")
 
 
 def default_project() -> Path:
@@ -151,6 +156,28 @@ def _cells(row: dict[str, float], metrics: tuple[str, ...]) -> list[str]:
     return out
 
 
+# a training of this loss is preferred when both exist: it trains the score the demo reads (PMI)
+_TRAINED_PREFERENCE = ("listwise", "next-item")
+
+
+def _with_trained_model(config: DemoConfig, console: Console) -> DemoConfig:
+    """The default model in likelihood mode becomes the trained checkpoint, when there is one."""
+    if config.model != "smollm2-135m" or config.mode != "likelihood" or config.trained_from is None:
+        return config
+    found = {m["loss"]: m for m in load_likelihood_ft_manifests(config.trained_from)
+             if m.get("base_model") == "smollm2-135m"}
+    for loss in _TRAINED_PREFERENCE:
+        if loss in found:
+            last = max(found[loss]["checkpoints"], key=lambda c: c["examples"])
+            console.print(f"simulator: the trained checkpoint {last['model_dir']} (usermirrorer train, {loss} loss, "
+                          f"{last['examples']} train-user scenes); --model smollm2-135m --trained-from none for the "
+                          "untrained one")
+            return replace(config, model=last["model_dir"])
+    console.print("simulator: SmolLM2-135M untrained, likelihood mode; `usermirrorer train --profile cpu` trains one "
+                  "on ML-100K's train users (resumable) and the demo then uses it")
+    return config
+
+
 def run_demo(config: DemoConfig) -> int:
     """Run the demo; returns the exit code (0)."""
 
@@ -183,6 +210,7 @@ def run_demo(config: DemoConfig) -> int:
 
 
     ds = load_dataset(config.dataset, project)
+    config = _with_trained_model(config, console)
     is_llm = config.model not in BASELINE_CHOICE_MODELS
     t0 = time.perf_counter()
     note = (

@@ -54,6 +54,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "the option letter right away; decision: the LLM first writes a rationale (slower)",
     )
     parser.add_argument(
+        "--trained-from",
+        type=lambda v: None if v == "none" else Path(v),
+        default=Path("workspace"),
+        metavar="W",
+        help="project of `usermirrorer train` (default ./workspace): with the default model in likelihood mode "
+        "the demo uses its last checkpoint; 'none': never",
+    )
+    parser.add_argument(
         "--agents",
         default=DEFAULT_AGENTS,
         help=f"comma list of random, popularity, collaborative, linucb (default {DEFAULT_AGENTS})",

@@ -10,6 +10,7 @@ import argparse
 import os
 import textwrap
 
+import yaml
 from rich.console import Console
 
 from usermirrorer.data_pipeline.training.likelihood_train import (
@@ -18,6 +19,7 @@ from usermirrorer.data_pipeline.training.likelihood_train import (
     load_train_config,
     profile_config,
 )
+from usermirrorer.errors import ConfigError
 from usermirrorer.fidelity.workspace import train_likelihood_row
 
 __all__ = ["add_parser", "run"]
@@ -33,7 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             fidelity benchmark's train users only (never its eval users):
               next-item  language modelling of the real item's text after the user's profile
                          and history (loss on the item's tokens);
-              listwise   softmax over the K options' sequence scores against the real one.
+              listwise   softmax over the K options' summed log-probs (divided by a learned
+                         temperature) against the real option.
             Top layers only, bf16 autocast where the CPU has it. Writes
             <W>/fidelity/likelihood-ft/<loss>/: checkpoints/ex-<N> at the learning-curve points,
             state.pt (an interrupted run resumes from it) and training.json. Then
@@ -41,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=textwrap.dedent("""\
             examples:
-              usermirrorer train --profile cpu                        # SmolLM2-135M, ~30 min on 2 cores
+              usermirrorer train --profile cpu                        # SmolLM2-135M, listwise, ~23 min on 2 cores
               usermirrorer train --profile cpu --loss listwise --examples 2000
               usermirrorer train --profile tiny --project-path /tmp/w # the tiny random model, seconds"""),
     )
@@ -55,6 +58,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--trainable-layers", type=int, help="top decoder layers that learn (default: the config's)")
     p.add_argument("--curve", help="comma-separated example counts that get a checkpoint (the learning curve)")
     p.add_argument("--threads", type=int, help="torch threads (default: the config's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other config option, e.g. --set batch_size=4 (repeatable)")
     p.add_argument("--fresh", action="store_true", help="discard a resume state written with other options")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -65,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"project_path": args.project_path, "loss": args.loss, "examples": args.examples, "lr": args.lr,
                  "trainable_layers": args.trainable_layers, "threads": args.threads,
                  "curve": None if args.curve is None else [int(x) for x in args.curve.split(",") if x.strip()]}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set batch_size=4")
+        overrides[key.strip()] = yaml.safe_load(value)
     config = load_train_config(args.config, **overrides) if args.config else profile_config(args.profile, **overrides)
     os.environ.setdefault("OMP_NUM_THREADS", str(config.threads))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -120,6 +120,8 @@ class FidelityConfig:
             exist: the last checkpoint on the likelihood rows' scenes, the earlier ones (the
             learning curve) on the first ``curve_limit`` scenes per variant.
         curve_limit: scenes per variant of the learning-curve points.
+        trained_limit: scenes per variant of a training's last checkpoint (None: as
+            ``likelihood_limit``).
         baselines: which log-only rows to run.
         row_minutes: stop computing an LLM row after this many minutes (its answers so far are
             kept, cached and reported with their count); None: no limit.
@@ -158,6 +160,7 @@ class FidelityConfig:
     direct_ft: bool = True
     likelihood_ft: bool = True
     curve_limit: int = 200
+    trained_limit: int | None = None
     baselines: tuple[str, ...] = ("random", "popularity", "most-popular", "collaborative", "content", "mnl",
                                   "mnl-standard", "mnl-matched")
     row_minutes: float | None = None
@@ -177,7 +180,7 @@ class FidelityConfig:
 
     def validate(self) -> FidelityConfig:
         self.scene_spec  # noqa: B018 - validates the scene options
-        for name in ("limit", "llm_limit", "likelihood_limit", "curve_limit"):
+        for name in ("limit", "llm_limit", "likelihood_limit", "curve_limit", "trained_limit"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
@@ -277,7 +280,10 @@ def plan_rows(config: FidelityConfig, direct_ft_manifest: Mapping[str, Any] | No
         *earlier, last = sorted(manifest["checkpoints"], key=lambda c: c["examples"])
         note = (f"{manifest['loss']} loss on {last['examples']} train-user scenes, top "
                 f"{manifest['config']['trainable_layers']} layers, {last['seconds'] / 60:.0f} min")
-        rows.append(llm(_trained_label(manifest, last["examples"]), last["model_dir"], "likelihood", "fine-tuned", note))
+        final = llm(_trained_label(manifest, last["examples"]), last["model_dir"], "likelihood", "fine-tuned", note)
+        if config.trained_limit:
+            final = replace(final, limit=min(x for x in (final.limit, config.trained_limit) if x))
+        rows.append(final)
         for point in earlier:
             curve_row = llm(_trained_label(manifest, point["examples"]), point["model_dir"], "likelihood", ROLE_CURVE,
                             f"learning-curve point: {point['examples']} train-user scenes")

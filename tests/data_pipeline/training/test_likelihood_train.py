@@ -14,6 +14,7 @@ import torch
 from usermirrorer.data_pipeline.scene import render_scene
 from usermirrorer.data_pipeline.training.likelihood_train import (
     LikelihoodTrainRecipe,
+    command_line,
     encode_examples,
     load_train_config,
     option_logprobs,
@@ -90,6 +91,18 @@ def test_packed_option_scores_equal_each_option_scored_alone(tiny_model_dir):
         (alone,) = backend.continuation_logprobs([build_likelihood_prompt(scene)], [scene["text"]["action_list"]])
         np.testing.assert_allclose(packed, alone.logprob, atol=1e-5, rtol=0)
         assert example.target == scene["item_pos"] and len(example.options) == len(GENRES)
+    # the batch's options packed after one neutral context: each option's PMI as scored alone
+    recipe = LikelihoodTrainRecipe(replace(profile_config("tiny"), loss="listwise"), None, [], [], "unused")
+    recipe.model, recipe.autocast = model, False
+    examples = encode_examples(scenes, encoder, "listwise", 4096)
+    neutral = build_likelihood_prompt(None)
+    with torch.no_grad():
+        pmi = recipe.pmi_scores(examples)
+    for scores, scene in zip(pmi, scenes):
+        texts = scene["text"]["action_list"]
+        (ctx,) = backend.continuation_logprobs([build_likelihood_prompt(scene)], [texts])
+        (prior,) = backend.continuation_logprobs([neutral], [texts])
+        np.testing.assert_allclose(scores.numpy(), ctx.logprob - prior.logprob, atol=1e-5, rtol=0)
     (next_item,) = encode_examples(scenes[:1], encoder, "next-item", 4096)
     assert len(next_item.options) == 1 and next_item.target == 0
 
@@ -109,11 +122,11 @@ def test_an_interrupted_training_resumes_to_the_same_weights(tiny_model_dir, tmp
     class Crash(LikelihoodTrainRecipe):
         calls = 0
 
-        def loss_of(self, example):
+        def batch_loss(self, batch):
             Crash.calls += 1
-            if Crash.calls > 12:  # in the 4th step: the state of 8 examples is on disk
+            if Crash.calls > 3:  # in the 4th step: the state of 8 examples is on disk
                 raise KeyboardInterrupt
-            return super().loss_of(example)
+            return super().batch_loss(batch)
 
     crashed = Crash(config, None, ["t"], ["e"], tmp_path / "split")
     crashed.setup(scenes=scenes)
@@ -155,3 +168,6 @@ def test_eval_users_and_bad_configs_are_refused(tiny_model_dir, tmp_path):
     with pytest.raises(ConfigError, match="unknown training profile"):
         profile_config("gpu")
     assert profile_config("cpu", examples=600).curve == (250, 500)  # a shorter run keeps the points it reaches
+    # the manifest's command reproduces a config: the profile plus what differs
+    assert command_line(profile_config("cpu", examples=600, batch_size=4)) == (
+        "usermirrorer train --profile cpu --project-path ./workspace --examples 600 --set batch_size=4 --curve 250,500")

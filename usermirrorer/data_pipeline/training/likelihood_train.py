@@ -7,11 +7,18 @@ on the users a benchmark split left for training, in one of two losses:
 - ``next-item``: language modelling of the real item's text after the scene's context (the
   likelihood-mode prompt), loss on the item's tokens only. Every real interaction of a train
   user is such an example.
-- ``listwise``: a softmax over the scene's K option sequence scores (sums of token log-probs)
-  against the real option: the benchmark's own log-loss at temperature 1. The K options share
-  the context: they are packed into one sequence after it, each attending to the context and
-  to itself only (a block attention mask, positions restarting after the context), so the
-  context is computed once per scene.
+- ``listwise``: a softmax over the scene's K option PMI scores (each option's summed token
+  log-probs after the scene's context minus after the neutral context: likelihood mode's
+  default score) divided by a learned temperature, against the real option: the benchmark's
+  own log-loss. The temperature starts at the value fitted on the first train scenes and
+  learns at its own, larger rate: at T=1 the PMI log-loss is ~5 nats (overconfident), and the
+  gradient would mostly shrink the scores' scale instead of teaching which option this user
+  picks; the raw sums are no use here (their fitted T ran to the 1,000 bound: the title prior
+  points away from the real item on standard exposures). The K options share the context:
+  they are packed into one sequence after it, each attending to the context and to itself only
+  (a block attention mask, positions continuing after the context), so the context is
+  computed once per scene, and the neutral context once per batch (all the batch's options
+  packed after it).
 
 Token ids come from the simulator's own :class:`~usermirrorer.sim.backends.base.ChatPromptEncoder`
 (``encode_continuations``), so training sees the very tokens the likelihood scorer scores.
@@ -53,10 +60,12 @@ import numpy as np
 
 from usermirrorer.data_pipeline.raw import RawDataset
 from usermirrorer.data_pipeline.scene import scene_target, scene_text
+from usermirrorer.data_pipeline.training.stage import progress_bar
 from usermirrorer.data_pipeline.training.train_scenes import TRAIN_NEGATIVES, sample_train_scenes
 from usermirrorer.errors import ConfigError, DataError
 from usermirrorer.sim.backends.base import ChatPromptEncoder
 from usermirrorer.sim.backends.transformers_backend import cpu_supports_bf16
+from usermirrorer.sim.metrics import fit_temperature
 from usermirrorer.sim.models import resolve_model
 from usermirrorer.sim.prompts import build_likelihood_prompt
 
@@ -77,7 +86,11 @@ MANIFEST_NAME = "training.json"
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 # profile name -> shipped YAML
 PROFILES = {"cpu": "smollm2_135m_likelihood_cpu.yaml", "tiny": "tiny_random_likelihood.yaml"}
-_TRAIN_SEED_TAG = 97  # differs from the benchmark's fit scenes (91, 92) and the direct recipe (83)
+_TRAIN_SEED_TAG = 97
+_LOG_TEMPERATURE = "listwise.log_temperature"  # its key in the resume state
+# listwise: the temperature is fitted on this many first train scenes, then learns at this rate
+_TEMPERATURE_FIT_EXAMPLES = 32
+_TEMPERATURE_LR = 1e-2  # differs from the benchmark's fit scenes (91, 92) and the direct recipe (83)
 
 
 @dataclass(frozen=True)
@@ -174,10 +187,10 @@ def load_train_config(path: str | os.PathLike, **overrides: Any) -> LikelihoodTr
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of option: value, got {type(raw).__name__}")
     known = {f.name: f for f in fields(LikelihoodTrainConfig)}
-    unknown = sorted(set(raw) - set(known))
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted((set(raw) | set(given)) - set(known))
     if unknown:
         raise ConfigError(f"{path}: unknown option(s) {unknown}; known: {sorted(known)}")
-    given = {k: v for k, v in overrides.items() if v is not None}
     values = {**raw, **given}
     if "curve" in values:
         values["curve"] = tuple(int(c) for c in values["curve"])
@@ -186,8 +199,11 @@ def load_train_config(path: str | os.PathLike, **overrides: Any) -> LikelihoodTr
     defaults = LikelihoodTrainConfig()
     for name, value in values.items():
         expected = type(getattr(defaults, name))
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            values[name] = float(value)
+        if expected is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+            try:  # YAML reads 1e-3 (no dot) as a string
+                values[name] = float(value)
+            except ValueError:
+                raise ConfigError(f"{path}: option {name!r} = {value!r}; expected a number") from None
         elif value is not None and not isinstance(values[name], expected) and getattr(defaults, name) is not None:
             raise ConfigError(f"{path}: option {name!r} = {value!r}; expected a {expected.__name__}")
     return LikelihoodTrainConfig(**values).validate()
@@ -213,6 +229,8 @@ class TrainExample:
         scored_from: per option, the first of its tokens that is scored (normally 0; more when
             the tokenizer merged the prompt's last token with the option's first).
         target: index of the real item in ``options``.
+        neutral: ``listwise``: the token rows of each option after the neutral context and where
+            each option starts in its row (the PMI score's second term).
     """
 
     scene_id: str
@@ -220,11 +238,23 @@ class TrainExample:
     options: list[list[int]]
     scored_from: list[int]
     target: int
-    extra: dict[str, Any] = field(default_factory=dict)
+    neutral: tuple[list[list[int]], list[int]] | None = None
 
     @property
     def n_tokens(self) -> int:
-        return len(self.context) + sum(len(o) for o in self.options)
+        """Tokens computed for this example (its options after the neutral context included; that
+        context itself is computed once per batch)."""
+        own = len(self.context) + sum(len(o) for o in self.options)
+        if self.neutral:
+            rows, starts = self.neutral
+            own += sum(len(r) - min(starts) for r in rows)
+        return own
+
+    @property
+    def n_scored(self) -> int:
+        """Tokens whose log-prob the loss reads (head computed there only)."""
+        own = sum(len(o) - f for o, f in zip(self.options, self.scored_from))
+        return own + (sum(len(r) - s for r, s in zip(*self.neutral)) if self.neutral else 0)
 
 
 def encode_examples(scenes: Sequence[Mapping[str, Any]], encoder: ChatPromptEncoder, loss: str,
@@ -235,20 +265,29 @@ def encode_examples(scenes: Sequence[Mapping[str, Any]], encoder: ChatPromptEnco
         DataError: a scene whose example is longer than ``max_tokens`` (named by its id).
     """
     out = []
+    neutral = build_likelihood_prompt(None)
     for scene in scenes:
         _, _, options = scene_text(scene)
         target = scene_target(scene)
         texts = [options[target]] if loss == "next-item" else list(options)
-        rows, starts = encoder.encode_continuations(build_likelihood_prompt(dict(scene)), texts)
-        p = min(starts)
-        example = TrainExample(scene_id=str(scene.get("scene_id")), context=rows[0][:p],
-                               options=[r[p:] for r in rows], scored_from=[s - p for s in starts],
-                               target=0 if loss == "next-item" else target)
+        sid = str(scene.get("scene_id"))
+        example = _packed_example(encoder, build_likelihood_prompt(dict(scene)), texts, sid,
+                                  0 if loss == "next-item" else target)
+        if loss == "listwise":
+            example.neutral = encoder.encode_continuations(neutral, texts)
         if example.n_tokens > max_tokens:
             raise DataError(f"train scene {example.scene_id!r} is {example.n_tokens} tokens; max_tokens is "
                             f"{max_tokens}: raise max_tokens in the training config")
         out.append(example)
     return out
+
+
+def _packed_example(encoder: ChatPromptEncoder, prompt: Any, texts: list[str], scene_id: str,
+                    target: int) -> TrainExample:
+    rows, starts = encoder.encode_continuations(prompt, texts)
+    p = min(starts)
+    return TrainExample(scene_id=scene_id, context=rows[0][:p], options=[r[p:] for r in rows],
+                        scored_from=[s - p for s in starts], target=target)
 
 
 def packed_inputs(example: TrainExample):
@@ -403,7 +442,12 @@ class LikelihoodTrainRecipe:
         self.params = [p for module in trainable for p in module.parameters()]
         for param in self.params:
             param.requires_grad_(True)
-        self.optimizer = torch.optim.AdamW(self.params, lr=c.lr, weight_decay=c.weight_decay)
+        # listwise: log T, started at the temperature fitted on the first train scenes
+        self.log_temperature = torch.nn.Parameter(torch.tensor(self._initial_log_temperature()))
+        groups = [{"params": self.params}]
+        if c.loss == "listwise":
+            groups.append({"params": [self.log_temperature], "lr": _TEMPERATURE_LR, "weight_decay": 0.0})
+        self.optimizer = torch.optim.AdamW(groups, lr=c.lr, weight_decay=c.weight_decay)
         steps = -(-c.examples // c.batch_size)
         warmup = min(c.warmup, max(steps - 1, 0))
 
@@ -415,9 +459,22 @@ class LikelihoodTrainRecipe:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self._restore()
 
+    def _initial_log_temperature(self) -> float:
+        if self.config.loss != "listwise":
+            return 0.0
+        import torch
+
+        first = self.examples[:_TEMPERATURE_FIT_EXAMPLES]
+        size = self.config.batch_size
+        with torch.no_grad():
+            scores = [s.numpy() for at in range(0, len(first), size) for s in self.pmi_scores(first[at : at + size])]
+        return float(np.log(fit_temperature(scores, [e.target for e in first])))
+
     def _trainable_state(self) -> dict[str, Any]:
         names = {id(p): n for n, p in self.model.named_parameters()}
-        return {names[id(p)]: p.detach().clone() for p in self.params}
+        state = {names[id(p)]: p.detach().clone() for p in self.params}
+        state[_LOG_TEMPERATURE] = self.log_temperature.detach().clone()
+        return state
 
     def _restore(self) -> None:
         import torch
@@ -436,7 +493,7 @@ class LikelihoodTrainRecipe:
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for name, value in state["trainable"].items():
-                params[name].copy_(value)
+                (self.log_temperature if name == _LOG_TEMPERATURE else params[name]).copy_(value)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.done, self.seconds = state["done"], state["seconds"]
@@ -449,51 +506,65 @@ class LikelihoodTrainRecipe:
                             "history": self.history, "checkpoints": self.checkpoints}, self.state_path)
 
     # ------------------------------------------------------------------ train
-    def loss_of(self, example: TrainExample):
-        """The example's loss: next-item NLL per target token, or the listwise NLL of the real option."""
+    def pmi_scores(self, batch: Sequence[TrainExample]) -> list[Any]:
+        """Each example's ``(K,)`` PMI scores: options after its context minus after the neutral one.
+
+        The neutral context is the same for every scene, so the options of the whole batch are
+        packed after one copy of it (one forward instead of one per scene).
+        """
+        rows = [r for e in batch for r in e.neutral[0]]
+        starts = [s for e in batch for s in e.neutral[1]]
+        p = min(starts)
+        shared = TrainExample(scene_id="neutral", context=rows[0][:p], options=[r[p:] for r in rows],
+                              scored_from=[s - p for s in starts], target=0)
+        prior = option_logprobs(self.model, shared, self.autocast)
+        out, at = [], 0
+        for example in batch:
+            k = len(example.options)
+            out.append(option_logprobs(self.model, example, self.autocast) - prior[at : at + k])
+            at += k
+        return out
+
+    def batch_loss(self, batch: Sequence[TrainExample]):
+        """Mean loss of a batch: next-item NLL per target token, or the listwise NLL of the real
+        option under ``softmax(PMI / T)`` with the learned temperature ``T``."""
         import torch
 
-        scores = option_logprobs(self.model, example, self.autocast)
         if self.config.loss == "next-item":
-            return -scores[0] / max(1, len(example.options[0]) - example.scored_from[0])
-        return -torch.log_softmax(scores, dim=0)[example.target]
+            scores = [option_logprobs(self.model, e, self.autocast) for e in batch]
+            losses = [-s[0] / max(1, len(e.options[0]) - e.scored_from[0]) for s, e in zip(scores, batch)]
+        else:
+            scale = torch.exp(-self.log_temperature)
+            losses = [-torch.log_softmax(s * scale, dim=0)[e.target] for s, e in zip(self.pmi_scores(batch), batch)]
+        return torch.stack(losses)
 
     def train(self, progress: bool = True) -> dict[str, Any]:
         """Run (or finish) the training; returns the manifest it writes to ``training.json``."""
         import torch
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
 
         c = self.config
         marks = [m for m in c.checkpoints_at if m > self.done]
-        bar = Progress(TextColumn("train ({task.fields[loss]})"), BarColumn(), MofNCompleteColumn(),
-                       TimeElapsedColumn(), TimeRemainingColumn(), disable=not progress)
+        bar = progress_bar(progress)
         with bar:
-            task = bar.add_task("train", total=c.examples, completed=self.done, loss="loss -")
+            task = bar.add_task(f"train ({c.loss})", total=c.examples, completed=self.done)
             window: list[float] = []
             while self.done < c.examples:
                 started = time.perf_counter()
                 batch = self.examples[self.done : min(self.done + c.batch_size, c.examples)]
                 self.optimizer.zero_grad(set_to_none=True)
-                for example in batch:
-                    loss = self.loss_of(example)
-                    (loss / len(batch)).backward()
-                    window.append(loss.item())
+                losses = self.batch_loss(batch)
+                losses.mean().backward()
+                window.extend(losses.detach().tolist())
                 torch.nn.utils.clip_grad_norm_(self.params, 1.0)
                 self.optimizer.step()
                 self.scheduler.step()
                 self.done += len(batch)
                 self.seconds += time.perf_counter() - started
-                bar.update(task, completed=self.done, loss=f"loss {np.mean(window[-64:]):.3f}")
+                bar.update(task, completed=self.done, description=f"train ({c.loss}, loss {np.mean(window[-64:]):.3f})")
                 if self.done // c.save_every != (self.done - len(batch)) // c.save_every or self.done >= c.examples:
                     self.history.append({"examples": self.done, "loss": float(np.mean(window)),
-                                         "seconds": round(self.seconds, 1)})
+                                         "seconds": round(self.seconds, 1),
+                                         "temperature": round(self.log_temperature.detach().exp().item(), 3)})
                     window = []
                 while marks and self.done >= marks[0]:
                     self.save_checkpoint(marks.pop(0))
@@ -528,7 +599,7 @@ class LikelihoodTrainRecipe:
         backward (input and weight gradients), and the head at the scored positions."""
         cfg = self.model.config
         n = float(np.mean([e.n_tokens for e in self.examples]))
-        scored = float(np.mean([sum(len(o) - f for o, f in zip(e.options, e.scored_from)) for e in self.examples]))
+        scored = float(np.mean([e.n_scored for e in self.examples]))
         layer_params = sum(p.numel() for p in self.model.model.layers[0].parameters())
         n_layers = len(self.model.model.layers)
         head = cfg.vocab_size * cfg.hidden_size
@@ -543,7 +614,7 @@ class LikelihoodTrainRecipe:
         flops = self.flops_per_example()
         manifest = {
             "recipe": "usermirrorer.data_pipeline.training.likelihood_train",
-            "command": f"usermirrorer train --loss {c.loss} --examples {c.examples} --project-path {c.project_path}",
+            "command": command_line(c),
             "config": asdict(c),
             "dataset": c.dataset,
             "base_model": c.base_model,
@@ -569,6 +640,23 @@ class LikelihoodTrainRecipe:
         tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         os.replace(tmp, self.out / MANIFEST_NAME)
         return manifest
+
+
+def command_line(config: LikelihoodTrainConfig) -> str:
+    """The ``usermirrorer train`` command that runs ``config`` (the cpu profile plus what differs).
+
+    Options without a flag of their own are written as ``--set key=value``.
+    """
+    base = profile_config("cpu")
+    flags = {"project_path": "--project-path", "loss": "--loss", "examples": "--examples", "lr": "--lr",
+             "trainable_layers": "--trainable-layers", "curve": "--curve", "threads": "--threads"}
+    parts = ["usermirrorer train --profile cpu"]
+    for name, value in asdict(config).items():
+        if value == getattr(base, name) and name != "project_path":
+            continue
+        text = ",".join(str(v) for v in value) if isinstance(value, tuple) else value
+        parts.append(f"{flags[name]} {text}" if name in flags else f"--set {name}={text}")
+    return " ".join(parts)
 
 
 def _load_average() -> list[float] | None:

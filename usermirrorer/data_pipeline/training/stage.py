@@ -201,7 +201,7 @@ def run_resumable(
     report.skipped = sum(1 for it in items if it["scene_id"] in done)
     chunks = [list(items[i:i + chunk_size]) for i in range(0, len(items), chunk_size)]
     todo = [(ci, ch) for ci, ch in enumerate(chunks) if any(it["scene_id"] not in done for it in ch)]
-    bar = _progress(progress)
+    bar = progress_bar(progress)
     # a log file gets no live bar: write one line per chunk instead
     log_lines = progress and not bar.console.is_terminal
     with bar, JsonlAppender(out_path) as out:
@@ -227,7 +227,8 @@ def _with_fingerprint(record: dict[str, Any], item: Mapping[str, Any]) -> dict[s
     return record
 
 
-def _progress(enabled: bool):
+def progress_bar(enabled: bool):
+    """The training layer's rich progress bar (description, bar, n/total, elapsed, remaining)."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), disable=not enabled, transient=False)
 
