@@ -61,11 +61,11 @@ def main(argv: list[str] | None = None) -> int:
                      "load_at_end": m.get("load")})
     load_now = [round(x, 2) for x in os.getloadavg()]
     lines = ["# Likelihood-mode training speed (CPU)", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} cores; load average now {load_now}. Matmul rate: "
-             "`(512x576) @ (576x1536)` measured now at each training's thread count; training rate: as recorded "
-             "in its training.json (load average at the end of that training in the last column).", "",
-             "| loss | examples | min | examples/s | tokens/example | GFLOP/example | achieved GFLOP/s | dtype | "
-             "matmul GFLOP/s fp32 / bf16 | share of matmul rate | load at end | command |",
+             (f"Machine: {platform.machine()}, {os.cpu_count()} cores; load average now {load_now}. Matmul rate: "
+              "`(512x576) @ (576x1536)` measured now at each training's thread count; training rate: as recorded "
+              "in its training.json (load average at the end of that training in the last column)."), "",
+             ("| loss | examples | min | examples/s | tokens/example | GFLOP/example | achieved GFLOP/s | dtype | "
+              "matmul GFLOP/s fp32 / bf16 | share of matmul rate | load at end | command |"),
              "|---|---:|---:|---:|---:|---:|---:|---|---|---:|---|---|"]
     for r in rows:
         lines.append(f"| {r['loss']} | {r['examples']} | {r['train_seconds'] / 60:.1f} | {r['examples_per_second']} | "
