@@ -564,7 +564,8 @@ class LikelihoodTrainRecipe:
                 if self.done // c.save_every != (self.done - len(batch)) // c.save_every or self.done >= c.examples:
                     self.history.append({"examples": self.done, "loss": float(np.mean(window)),
                                          "seconds": round(self.seconds, 1),
-                                         "temperature": round(self.log_temperature.detach().exp().item(), 3)})
+                                         "temperature": round(self.log_temperature.detach().exp().item(), 3),
+                                         "load": _load_average()})
                     window = []
                 while marks and self.done >= marks[0]:
                     self.save_checkpoint(marks.pop(0))
@@ -634,7 +635,7 @@ class LikelihoodTrainRecipe:
             "flops_per_example": flops,
             "achieved_gflops": per_s and round(per_s * flops / 1e9, 1),
             "scene_seconds": round(getattr(self, "scene_seconds", 0.0), 1),
-            "load": _load_average(),
+            "load": self.history[-1].get("load") if self.history else None,
         }
         tmp = self.out / (MANIFEST_NAME + ".tmp")
         tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
