@@ -31,7 +31,7 @@ bf16 autocast is used where the CPU has native bf16 (``avx512_bf16``/AMX, read f
 ``/proc/cpuinfo``), fp32 elsewhere.
 
 It is a plain PyTorch loop in torchtune's recipe shape (``setup``, ``train``,
-``save_checkpoint``; every knob in a YAML under ``configs/`` that opens with its command)
+``save_checkpoint``; every knob in a YAML under ``configs/likelihood/`` that opens with its command)
 rather than a ``tune run`` recipe: both losses need the simulator's encoder and the packed
 block mask, neither of which torchtune's datasets or its HF checkpoint round trip carries, and
 the checkpoints must load in the transformers backend as they are.
@@ -83,9 +83,10 @@ __all__ = [
 
 LOSSES = ("next-item", "listwise")
 MANIFEST_NAME = "training.json"
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+# the recipe's own YAMLs (a folder apart from the torchtune configs beside it)
+CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "likelihood"
 # profile name -> shipped YAML
-PROFILES = {"cpu": "smollm2_135m_likelihood_cpu.yaml", "tiny": "tiny_random_likelihood.yaml"}
+PROFILES = {"cpu": "smollm2_135m_cpu.yaml", "tiny": "tiny_random.yaml"}
 _TRAIN_SEED_TAG = 97
 _LOG_TEMPERATURE = "listwise.log_temperature"  # its key in the resume state
 # listwise: the temperature is fitted on this many first train scenes, then learns at this rate
@@ -95,7 +96,7 @@ _TEMPERATURE_LR = 1e-2  # differs from the benchmark's fit scenes (91, 92) and t
 
 @dataclass(frozen=True)
 class LikelihoodTrainConfig:
-    """Options of the likelihood-mode training recipe (the YAMLs under ``configs/`` set them).
+    """Options of the likelihood-mode training recipe (the YAMLs under ``configs/likelihood/`` set them).
 
     Attributes:
         project_path: working directory (raws, the benchmark's split, embeddings).
