@@ -52,7 +52,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -272,8 +272,8 @@ def encode_examples(scenes: Sequence[Mapping[str, Any]], encoder: ChatPromptEnco
         target = scene_target(scene)
         texts = [options[target]] if loss == "next-item" else list(options)
         sid = str(scene.get("scene_id"))
-        example = _packed_example(encoder, build_likelihood_prompt(dict(scene)), texts, sid,
-                                  0 if loss == "next-item" else target)
+        example = _pack(*encoder.encode_continuations(build_likelihood_prompt(dict(scene)), texts), sid,
+                        0 if loss == "next-item" else target)
         if loss == "listwise":
             example.neutral = encoder.encode_continuations(neutral, texts)
         if example.n_tokens > max_tokens:
@@ -283,9 +283,8 @@ def encode_examples(scenes: Sequence[Mapping[str, Any]], encoder: ChatPromptEnco
     return out
 
 
-def _packed_example(encoder: ChatPromptEncoder, prompt: Any, texts: list[str], scene_id: str,
-                    target: int) -> TrainExample:
-    rows, starts = encoder.encode_continuations(prompt, texts)
+def _pack(rows: list[list[int]], starts: list[int], scene_id: str, target: int) -> TrainExample:
+    """Rows of one prompt + each option (``encode_continuations``) as a shared context and option tails."""
     p = min(starts)
     return TrainExample(scene_id=scene_id, context=rows[0][:p], options=[r[p:] for r in rows],
                         scored_from=[s - p for s in starts], target=target)
@@ -513,11 +512,8 @@ class LikelihoodTrainRecipe:
         The neutral context is the same for every scene, so the options of the whole batch are
         packed after one copy of it (one forward instead of one per scene).
         """
-        rows = [r for e in batch for r in e.neutral[0]]
-        starts = [s for e in batch for s in e.neutral[1]]
-        p = min(starts)
-        shared = TrainExample(scene_id="neutral", context=rows[0][:p], options=[r[p:] for r in rows],
-                              scored_from=[s - p for s in starts], target=0)
+        shared = _pack([r for e in batch for r in e.neutral[0]], [s for e in batch for s in e.neutral[1]],
+                       "neutral", 0)
         prior = option_logprobs(self.model, shared, self.autocast)
         out, at = [], 0
         for example in batch:
@@ -562,7 +558,9 @@ class LikelihoodTrainRecipe:
                 self.done += len(batch)
                 self.seconds += time.perf_counter() - started
                 bar.update(task, completed=self.done, description=f"train ({c.loss}, loss {np.mean(window[-64:]):.3f})")
-                if self.done // c.save_every != (self.done - len(batch)) // c.save_every or self.done >= c.examples:
+                save_point = (self.done // c.save_every != (self.done - len(batch)) // c.save_every
+                              or self.done >= c.examples)
+                if save_point:
                     self.history.append({"examples": self.done, "loss": float(np.mean(window)),
                                          "seconds": round(self.seconds, 1),
                                          "temperature": round(self.log_temperature.detach().exp().item(), 3),
@@ -570,7 +568,7 @@ class LikelihoodTrainRecipe:
                     window = []
                 while marks and self.done >= marks[0]:
                     self.save_checkpoint(marks.pop(0))
-                if self.done // c.save_every != (self.done - len(batch)) // c.save_every or self.done >= c.examples:
+                if save_point:  # after the checkpoints, so the state lists them
                     self._save_state()
         return self.write_manifest()
 
