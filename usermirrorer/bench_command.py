@@ -3,7 +3,9 @@
 ``usermirrorer bench fidelity`` runs the fidelity benchmark (:mod:`usermirrorer.fidelity`):
 every choice model on held-out ML-100K users, on standard and popularity-matched exposures.
 ``usermirrorer bench fidelity-finetune`` runs the direct-mode fine-tune recipe whose model the
-benchmark then includes. torch is imported only when a command runs.
+benchmark then includes. ``usermirrorer bench policy-ranking`` asks whether each simulator orders
+recommenders the way the held-out users' real logs do (:mod:`usermirrorer.fidelity.policy_ranking`).
+torch is imported only when a command runs.
 """
 
 from __future__ import annotations
@@ -17,21 +19,23 @@ from rich.console import Console
 
 from usermirrorer.data_pipeline.training.direct_finetune import DirectFinetuneConfig
 from usermirrorer.fidelity.benchmark import FidelityConfig, command_line, parse_extra_model, run_fidelity
+from usermirrorer.fidelity.policy_ranking import AGENTS, SIMULATORS, PolicyRankingConfig, run_policy_ranking
 from usermirrorer.fidelity.workspace import finetune_direct_row
 
-__all__ = ["add_parser", "run_fidelity_command", "run_finetune_command"]
+__all__ = ["add_parser", "run_fidelity_command", "run_finetune_command", "run_policy_ranking_command"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``bench`` with its ``fidelity`` and ``fidelity-finetune`` subcommands."""
+    """Add ``bench`` with its ``fidelity``, ``fidelity-finetune`` and ``policy-ranking`` subcommands."""
     parser = subparsers.add_parser(
         "bench",
-        help="run a benchmark (fidelity: simulators vs real choices on held-out users)",
+        help="run a benchmark (fidelity: simulators vs real choices; policy-ranking: recommender orderings)",
         description="Benchmarks that ship with the package. Results go to benchmarks/results/ by default.",
     )
     sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     _add_fidelity(sub)
     _add_finetune(sub)
+    _add_policy_ranking(sub)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
     return parser
 
@@ -151,6 +155,95 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--embedder", default="minilm", help="content-scorer embedder ('none' leaves it out)")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=run_finetune_command)
+
+
+def _add_policy_ranking(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "policy-ranking",
+        help="does each simulator rank recommenders the way held-out users' real logs do?",
+        description=textwrap.dedent("""\
+            Order recommenders twice and compare the orders. Real logs: at real start times of
+            held-out ML-100K users (the fidelity split; nothing here is fitted on them) each
+            recommender proposes K unseen items, judged by NDCG@K against the user's next N real
+            interactions. Simulators: the same recommenders play RecEnv episodes from the same
+            users and times (common random numbers: one env seed per episode for all agents,
+            stepped together in one simulator call); the score is the expected click rate
+            1 - p(skip), "none of these" scoring at the 0.9 quantile of the user's scores over
+            the catalog for every simulator. Agreement: Spearman and Kendall tau-b of the two
+            orders, and the share of recommender pairs ordered alike, with bootstrap CIs over
+            users.
+
+            Recommenders: random, popularity, collaborative (spectral), item-kNN (co-occurrence),
+            content (MiniLM similarity to the history), sequential (first-order transitions),
+            LinUCB. Simulators: random, popularity, collaborative, the learned MNL (log-only:
+            seconds for ~950 episodes) and SmolLM2-135M base and trained in likelihood mode
+            (PMI, temperature fitted on train-user scenes): about 3.3 s per episode of 7
+            agents x 1 step on 2 cores, so --llm-episodes 300 costs ~17 min per LLM. Every
+            episode is cached as it finishes: an interrupted run resumes. Writes
+            policy_ranking.md/.json/.png."""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=textwrap.dedent("""\
+            examples:
+              usermirrorer bench policy-ranking --project-path workspace/fidelity-bench   # the committed table
+              usermirrorer bench policy-ranking --simulators random,popularity,collaborative,mnl   # log-only, ~1 min
+              usermirrorer bench policy-ranking --llm-episodes 20 --simulators popularity,base     # a quick look"""),
+    )
+    p.add_argument("--project-path", default="./workspace", metavar="W",
+                   help="working directory: raws, the fidelity split, trained models, the episode cache")
+    p.add_argument("--results-dir", default="benchmarks/results", help="where the md/json/png go")
+    p.add_argument("--dataset", default="ml-100k", help="raw dataset name (ML-100K is converted when missing)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the start times and the episodes")
+    p.add_argument("--eval-user-fraction", type=float, default=0.2, help="share of users held out (default 0.2)")
+    p.add_argument("--k", type=int, default=5, help="items per slate (default 5)")
+    p.add_argument("--next-n", type=int, default=10, help="real next interactions a slate is judged on (default 10)")
+    p.add_argument("--min-history", type=int, default=5, help="interactions a start needs before it (default 5)")
+    p.add_argument("--starts-per-user", type=int, default=5, help="start times per held-out user (default 5)")
+    p.add_argument("--steps", type=int, default=1,
+                   help="steps per simulated episode (default 1: the simulator judges the very slates the "
+                        "logs judge; more steps add the agents' reactions to simulated picks)")
+    p.add_argument("--llm-episodes", type=int, default=300,
+                   help="episodes the LLM simulators play (the first N; default 300)")
+    p.add_argument("--agents", default=",".join(AGENTS), help=f"recommenders (default {','.join(AGENTS)})")
+    p.add_argument("--simulators", default=",".join(SIMULATORS),
+                   help=f"simulators (default {','.join(SIMULATORS)}; 'trained' needs `usermirrorer train`)")
+    p.add_argument("--base-model", default="smollm2-135m", help="the base LLM (registry name or folder)")
+    p.add_argument("--trained-model", default=None, metavar="DIR",
+                   help="the trained LLM (default: the last checkpoint of `usermirrorer train` under W)")
+    p.add_argument("--fit-scenes", type=int, default=1000, help="train-user scenes the MNL is fitted on")
+    p.add_argument("--llm-fit-scenes", type=int, default=64,
+                   help="of those, how many fit an LLM's softmax temperature (default 64)")
+    p.add_argument("--n-reference", type=int, default=24,
+                   help="catalog items an LLM's skip threshold is estimated from (default 24)")
+    p.add_argument("--skip-quantile", type=float, default=0.9,
+                   help="'none of these' scores at this quantile of the catalog's scores (default 0.9)")
+    p.add_argument("--embedder", default="minilm", help="text embedder of the content recommender and the MNL")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of users (default 1000)")
+    p.add_argument("--batch-size", type=int, default=16, help="scenes per LLM call (default 16)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--fresh", action="store_true", help="ignore cached episodes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_policy_ranking_command)
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def run_policy_ranking_command(args: argparse.Namespace) -> int:
+    """Entry point of ``usermirrorer bench policy-ranking``."""
+    _threads(args.threads)
+    config = PolicyRankingConfig(
+        project_path=args.project_path, results_dir=args.results_dir, dataset=args.dataset, seed=args.seed,
+        eval_user_fraction=args.eval_user_fraction, slate_size=args.k, next_n=args.next_n,
+        min_history=args.min_history, starts_per_user=args.starts_per_user, steps=args.steps,
+        llm_episodes=args.llm_episodes, agents=_names(args.agents), simulators=_names(args.simulators),
+        base_model=args.base_model, trained_model=args.trained_model, fit_scenes=args.fit_scenes,
+        llm_fit_scenes=args.llm_fit_scenes, n_reference=args.n_reference, skip_quantile=args.skip_quantile,
+        embedder=args.embedder, n_bootstrap=args.bootstrap, batch_size=args.batch_size, fresh=args.fresh,
+        progress=not args.no_progress, command=command_line(),
+    )
+    run_policy_ranking(config)
+    return 0
 
 
 def _embedder(value: str | None) -> str | None:

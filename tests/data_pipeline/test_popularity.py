@@ -81,3 +81,17 @@ def test_the_sampler_re_exports_the_same_functions():
     assert sampler.causal_popularity is causal_popularity
     assert sampler.iter_causal_popularity is iter_causal_popularity
     assert sampler.popularity_bins is popularity_bins
+
+
+def test_causal_counts_survive_a_deep_copy_and_count_only_their_rows(small_ds):
+    import copy
+
+    t = int(np.median(small_ds.inter_time))
+    counts = CausalCounts(small_ds)
+    twin = copy.deepcopy(counts)
+    expected = np.bincount(small_ds.inter_item[small_ds.inter_time < t], minlength=small_ds.n_items)
+    assert np.array_equal(twin.at(t), expected) and np.array_equal(counts.at(t), expected)
+    rows = np.flatnonzero(small_ds.inter_user % 2 == 0)
+    mask = small_ds.inter_time[rows] < t
+    assert np.array_equal(CausalCounts(small_ds, rows).at(t),
+                          np.bincount(small_ds.inter_item[rows][mask], minlength=small_ds.n_items))

@@ -32,18 +32,22 @@ class CausalCounts:
 
     Args:
         ds: the dataset whose log is counted.
+        rows: count only these interaction rows (e.g. the train users' rows, so an evaluation
+            of held-out users does not count their own interactions); None: every row.
 
     The array :meth:`at` returns is the counter's own (read-only): it is valid until the next
     call, so copy it to keep it.
     """
 
-    def __init__(self, ds: RawDataset):
-        order = np.argsort(ds.inter_time, kind="stable")
-        self._times = ds.inter_time[order]
-        self._items = ds.inter_item[order].astype(np.int64)
+    def __init__(self, ds: RawDataset, rows: np.ndarray | None = None):
+        times, items = ds.inter_time, ds.inter_item
+        if rows is not None:
+            rows = np.asarray(rows, dtype=np.int64)
+            times, items = times[rows], items[rows]
+        order = np.argsort(times, kind="stable")
+        self._times = times[order]
+        self._items = items[order].astype(np.int64)
         self._counts = np.zeros(ds.n_items, dtype=np.int64)
-        self._view = self._counts.view()
-        self._view.flags.writeable = False
         self._done = 0  # interactions counted: the first `_done` of the time-sorted log
 
     @property
@@ -62,7 +66,11 @@ class CausalCounts:
             else:
                 np.add.at(self._counts, delta, sign)
             self._done = stop
-        return self._view
+        # a fresh read-only view each call: a stored one would stop aliasing the counts in a
+        # deep copy of the counter (copy.deepcopy copies a view as an array of its own)
+        view = self._counts.view()
+        view.flags.writeable = False
+        return view
 
 
 def iter_causal_popularity(

@@ -9,15 +9,26 @@ returned by the env's last ``reset``/``step`` (it carries the current ``timestam
   that the user has not consumed.
 - :class:`CollaborativeRecommender`: the K unseen items with the highest collaborative score
   ``r_u V V^T`` of the user's observed history (spectral item embedding, DESIGN.md §3).
+- :class:`ItemKNNRecommender`: item-to-item cosine similarity of co-occurrence (users who
+  consumed both), summed over the history.
+- :class:`ContentRecommender`: cosine similarity of the item's text embedding to the mean of
+  the history's.
+- :class:`SequentialRecommender`: first-order transitions (which item followed which in the
+  logs), from the last few history items.
 - :class:`LinUCBRecommender`: a contextual bandit (linear UCB, Li et al. 2010) over item
   features of the (user, item) pair, learning online from the simulated user's picks.
+
+Those learned from the log take ``fit_rows``: the interaction rows they may learn from (the
+train users' rows in an evaluation on held-out users, so no held-out future leaks in).
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Protocol
 
 import numpy as np
+from scipy import sparse
 
 from usermirrorer.data_pipeline.embeddings import collaborative_embedding
 from usermirrorer.data_pipeline.popularity import CausalCounts
@@ -30,6 +41,9 @@ __all__ = [
     "PopularityRecommender",
     "CollaborativeRecommender",
     "LinUCBRecommender",
+    "ItemKNNRecommender",
+    "ContentRecommender",
+    "SequentialRecommender",
     "RECOMMENDERS",
     "make_recommender",
 ]
@@ -58,16 +72,24 @@ def _top_k_unseen(scores: np.ndarray, seen: np.ndarray, k: int) -> np.ndarray:
 
 
 class RandomRecommender:
-    """K distinct items uniformly at random (a floor every recommender should beat)."""
+    """K distinct unseen items uniformly at random (a floor every recommender should beat)."""
 
     name = "random"
 
     def __init__(self, ds: RawDataset, slate_size: int, seed: int = 0):
         self.n_items, self.k = ds.n_items, slate_size
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
 
+    def begin_episode(self, episode_seed: int) -> None:
+        """Draw this episode's slates from a stream of its own: the same slates in every run."""
+        self.rng = np.random.default_rng([self.seed, episode_seed])
+
     def recommend(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
-        return self.rng.choice(self.n_items, self.k, replace=False).astype(np.int64)
+        unseen = np.ones(self.n_items, dtype=bool)
+        unseen[_seen(obs)] = False
+        pool = np.flatnonzero(unseen) if unseen.sum() >= self.k else np.arange(self.n_items)
+        return self.rng.choice(pool, self.k, replace=False).astype(np.int64)
 
     def update(self, obs, slate, reward, info) -> None:
         pass
@@ -78,8 +100,8 @@ class PopularityRecommender:
 
     name = "popularity"
 
-    def __init__(self, ds: RawDataset, slate_size: int, seed: int = 0):
-        self.counts = CausalCounts(ds)
+    def __init__(self, ds: RawDataset, slate_size: int, seed: int = 0, fit_rows: np.ndarray | None = None):
+        self.counts = CausalCounts(ds, fit_rows)
         self.k = slate_size
 
     def recommend(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
@@ -101,9 +123,10 @@ class CollaborativeRecommender:
         seed: int = 0,
         embedding: np.ndarray | None = None,
         project_path: str | None = None,
+        fit_rows: np.ndarray | None = None,
     ):
         if embedding is None:
-            embedding = collaborative_embedding(ds, project_path)
+            embedding = collaborative_embedding(ds, project_path, rows=fit_rows)
         self.embedding = np.asarray(embedding, dtype=np.float32)
         self.k = slate_size
 
@@ -146,13 +169,14 @@ class LinUCBRecommender:
         ridge: float = 1.0,
         embedding: np.ndarray | None = None,
         project_path: str | None = None,
+        fit_rows: np.ndarray | None = None,
     ):
         if embedding is None:
-            embedding = collaborative_embedding(ds, project_path)
+            embedding = collaborative_embedding(ds, project_path, rows=fit_rows)
         emb = np.asarray(embedding, dtype=np.float64)[:, :n_factors]
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
         self.unit = np.divide(emb, norms, out=np.zeros_like(emb), where=norms > 0)
-        self.counts = CausalCounts(ds)
+        self.counts = CausalCounts(ds, fit_rows)
         self.k = slate_size
         self.alpha = float(alpha)
         self.dim = 3 + self.unit.shape[1]
@@ -178,6 +202,14 @@ class LinUCBRecommender:
         self._last_features = X[slate]
         return slate
 
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """What it has learned (``A``, ``b``): enough to resume a run after a crash."""
+        return {"A": self.A.copy(), "b": self.b.copy()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.A, self.b = np.array(state["A"], dtype=np.float64), np.array(state["b"], dtype=np.float64)
+        self._last_features = None
+
     def update(
         self, obs: dict[str, Any], slate: np.ndarray, reward: float, info: dict[str, Any]
     ) -> None:
@@ -192,22 +224,137 @@ class LinUCBRecommender:
         self._last_features = None
 
 
+def _rows(ds: RawDataset, fit_rows: np.ndarray | None) -> np.ndarray:
+    return np.arange(len(ds.inter_item)) if fit_rows is None else np.asarray(fit_rows, dtype=np.int64)
+
+
+class ItemKNNRecommender:
+    """Item-to-item collaborative filtering on co-occurrence (Sarwar et al. 2001).
+
+    ``sim(i, j) = n_ij / sqrt(n_i n_j)``: ``n_ij`` users of ``fit_rows`` consumed both items,
+    ``n_i`` consumed ``i`` (cosine of the binary user columns). An unseen item scores
+    ``sum_h sim(h, j)`` over the history items ``h``; the K best are shown.
+    """
+
+    name = "item-knn"
+
+    def __init__(self, ds: RawDataset, slate_size: int, seed: int = 0, fit_rows: np.ndarray | None = None):
+        rows = _rows(ds, fit_rows)
+        users = sparse.csr_matrix(
+            (np.ones(len(rows), dtype=np.float32), (ds.inter_user[rows], ds.inter_item[rows])),
+            shape=(ds.n_users, ds.n_items),
+        )
+        users.sum_duplicates()
+        users.data[:] = 1.0  # consumed at all, however often
+        degree = np.asarray(users.sum(axis=0)).ravel()
+        scale = sparse.diags(np.divide(1.0, np.sqrt(degree), out=np.zeros_like(degree), where=degree > 0))
+        unit = users @ scale
+        self.similarity = (unit.T @ unit).tocsr()
+        self.similarity.setdiag(0.0)  # an item is not its own neighbour
+        self.similarity.eliminate_zeros()
+        self.k = slate_size
+
+    def recommend(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
+        seen = _seen(obs)
+        scores = np.asarray(self.similarity[np.unique(seen)].sum(axis=0)).ravel()
+        return _top_k_unseen(scores, seen, self.k)
+
+    def update(self, obs, slate, reward, info) -> None:
+        pass
+
+
+class ContentRecommender:
+    """The K unseen items whose text embedding is closest (cosine) to the history's mean.
+
+    Args:
+        embedding: ``(n_items, d)`` item text embeddings
+            (:func:`~usermirrorer.data_pipeline.embeddings.content_embedding`, e.g. MiniLM).
+    """
+
+    name = "content"
+
+    def __init__(self, ds: RawDataset, slate_size: int, seed: int = 0, content: np.ndarray | None = None):
+        if content is None:
+            raise ConfigError("the content recommender needs item text embeddings: pass content="
+                              "content_embedding(ds, project_path, 'minilm')")
+        emb = np.asarray(content, dtype=np.float32)
+        if emb.shape[0] != ds.n_items:
+            raise ConfigError(f"content embedding has {emb.shape[0]} rows, the dataset {ds.n_items} items")
+        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        self.unit = np.divide(emb, norms, out=np.zeros_like(emb), where=norms > 0)
+        self.k = slate_size
+
+    def recommend(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
+        seen = _seen(obs)
+        if not seen.size:  # nothing to be similar to: no preference among items
+            return _top_k_unseen(np.zeros(len(self.unit)), seen, self.k)
+        return _top_k_unseen(self.unit @ self.unit[seen].mean(axis=0), seen, self.k)
+
+    def update(self, obs, slate, reward, info) -> None:
+        pass
+
+
+class SequentialRecommender:
+    """First-order transitions: which items followed the user's last items in the logs.
+
+    ``T[a, b]`` counts how often a user of ``fit_rows`` consumed ``b`` right after ``a`` (time
+    order), row-normalised. An unseen item scores ``sum_l decay^l T[h_{-1-l}, j]`` over the
+    last ``order`` history items, plus ``1e-6 log(1 + count_j)`` so items no transition
+    reaches are ranked by popularity rather than by index.
+    """
+
+    name = "sequential"
+
+    def __init__(self, ds: RawDataset, slate_size: int, seed: int = 0, fit_rows: np.ndarray | None = None,
+                 order: int = 3, decay: float = 0.5):
+        rows = _rows(ds, fit_rows)
+        rows = rows[np.lexsort((rows, ds.inter_time[rows], ds.inter_user[rows]))]
+        users, items = ds.inter_user[rows], ds.inter_item[rows]
+        same = users[1:] == users[:-1]
+        counts = sparse.csr_matrix(
+            (np.ones(int(same.sum()), dtype=np.float32), (items[:-1][same], items[1:][same])),
+            shape=(ds.n_items, ds.n_items),
+        )
+        counts.sum_duplicates()
+        out = np.asarray(counts.sum(axis=1)).ravel()
+        self.transitions = (sparse.diags(np.divide(1.0, out, out=np.zeros_like(out), where=out > 0)) @ counts).tocsr()
+        self.prior = 1e-6 * np.log1p(np.bincount(items, minlength=ds.n_items).astype(np.float64))
+        self.order, self.decay, self.k = int(order), float(decay), slate_size
+
+    def recommend(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
+        seen = _seen(obs)
+        last = seen[::-1][: self.order]
+        weights = self.decay ** np.arange(len(last))
+        scores = self.prior.copy()
+        if len(last):
+            scores += np.asarray(self.transitions[last].T @ weights).ravel()
+        return _top_k_unseen(scores, seen, self.k)
+
+    def update(self, obs, slate, reward, info) -> None:
+        pass
+
+
 RECOMMENDERS = {
     "random": RandomRecommender,
     "popularity": PopularityRecommender,
     "collaborative": CollaborativeRecommender,
     "linucb": LinUCBRecommender,
+    "item-knn": ItemKNNRecommender,
+    "content": ContentRecommender,
+    "sequential": SequentialRecommender,
 }
 
 
 def make_recommender(
     name: str, ds: RawDataset, slate_size: int, seed: int = 0, **kwargs: Any
 ) -> Recommender:
-    """A reference recommender by name (``random``, ``popularity``, ``collaborative``, ``linucb``)."""
+    """A reference recommender by name (see :data:`RECOMMENDERS`).
+
+    Keyword arguments a recommender does not take are dropped, so one set (``embedding``,
+    ``content``, ``fit_rows``, ``project_path``) can be passed to every name.
+    """
     if name not in RECOMMENDERS:
         raise ConfigError(f"unknown recommender {name!r}; expected one of {sorted(RECOMMENDERS)}")
     cls = RECOMMENDERS[name]
-    if name in ("random", "popularity"):
-        kwargs.pop("embedding", None)
-        kwargs.pop("project_path", None)
-    return cls(ds, slate_size, seed=seed, **kwargs)
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(ds, slate_size, seed=seed, **{k: v for k, v in kwargs.items() if k in accepted})

@@ -52,30 +52,42 @@ def run_arena(
     on_step: StepCallback | None = None,
     on_episode: Callable[[int, dict[str, EpisodeLog]], None] | None = None,
     on_round: Callable[[], None] | None = None,
+    episode_options: Callable[[int], dict[str, Any]] | None = None,
+    start_episode: int = 0,
 ) -> dict[str, list[EpisodeLog]]:
     """Play ``episodes`` episodes per agent; episode ``e`` uses env seed ``seed + e`` for all.
 
     Args:
-        agents: name -> recommender (``recommend`` / ``update``).
+        agents: name -> recommender (``recommend`` / ``update``; an agent with
+            ``begin_episode(seed)`` is told each episode's seed first, so its own draws can be
+            the same in every run of that episode).
         make_env: builds one env (all must share the choice model: build it once, pass it in).
         episodes: episodes per agent.
         seed: base seed.
         on_step: called after every step with (agent name, env, slate, reward, info).
         on_episode: called after every episode with (episode, {agent: log}).
         on_round: called after each lockstep round (every running agent stepped once).
+        episode_options: episode -> the ``reset`` options (``user_id``, ``start_time``) of
+            every agent's env, to play chosen users at chosen times.
+        start_episode: the first episode's number (resume a run: episodes
+            ``start_episode .. episodes-1`` are played, with the seeds they had).
 
     Returns:
-        agent name -> one :class:`EpisodeLog` per episode.
+        agent name -> one :class:`EpisodeLog` per episode played.
     """
     envs = {name: make_env() for name in agents}
     models = {id(env.model) for env in envs.values()}
     model = next(iter(envs.values())).model
     logs: dict[str, list[EpisodeLog]] = {name: [] for name in agents}
-    for episode in range(episodes):
+    for episode in range(start_episode, episodes):
         state: dict[str, tuple[dict, dict]] = {}
         current: dict[str, EpisodeLog] = {}
+        options = episode_options(episode) if episode_options is not None else None
         for name, env in envs.items():
-            obs, info = env.reset(seed=seed + episode)
+            begin = getattr(agents[name], "begin_episode", None)
+            if begin is not None:
+                begin(seed + episode)
+            obs, info = env.reset(seed=seed + episode, options=options)
             state[name] = (obs, info)
             current[name] = EpisodeLog(name, episode, info["user_id"])
         running = list(agents)

@@ -158,7 +158,7 @@ class RecEnv(gym.Env[dict[str, Any], np.ndarray]):
     | `exposure_size` | int | 5 | K, items per slate (K, plus 1 with `allow_skip`, at most 26) |
     | `project_path` | path | `"."` | folder holding `raws/` |
     | `backend` | str | `"transformers"` | LLM backend |
-    | `mode` | str | `None` (= `sim_options.mode`, default `"direct"`) | `"direct"`, `"decision"` or `"likelihood"` (option texts scored by PMI; the outside option's text is scored the same way) |
+    | `mode` | str | `None` (= `sim_options.mode`, default `"direct"`) | `"direct"`, `"decision"` or `"likelihood"` (option texts scored by PMI; the outside option's text is scored the same way, and so is almost never picked: pass `model=QuantileOutsideOption(simulator, ds)` from `usermirrorer.sim.outside_option` to score it at the 0.9 quantile of catalog items instead, as the baselines do) |
     | `n_thoughts` | int | `None` (= 1) | decision-mode rationales per step |
     | `allow_skip` | bool | False | add the outside option "none of these" |
     | `patience` | int | 3 | consecutive skips before the user leaves |

@@ -12,8 +12,10 @@ Modules: :mod:`~usermirrorer.fidelity.eval_scenes` (user split, scenes, scene ch
 :mod:`~usermirrorer.fidelity.stats` (row scores, reliability bins, paired differences),
 :mod:`~usermirrorer.fidelity.report` (md/json/png), :mod:`~usermirrorer.fidelity.reference`
 recipe), :mod:`~usermirrorer.fidelity.workspace` (files and the shared split),
-:mod:`~usermirrorer.fidelity.benchmark` (the whole run). Importing this package does not
-import torch.
+:mod:`~usermirrorer.fidelity.benchmark` (the whole run). The policy-ranking benchmark (do
+simulators order recommenders as the real logs do?) is :mod:`~usermirrorer.fidelity.policy_ranking`,
+with :mod:`~usermirrorer.fidelity.rank_agreement` and :mod:`~usermirrorer.fidelity.policy_report`.
+Importing this package does not import torch.
 """
 
 from usermirrorer.fidelity.benchmark import ExtraModel, FidelityConfig, parse_extra_model, plan_rows, run_fidelity
@@ -27,6 +29,7 @@ from usermirrorer.fidelity.eval_scenes import (
     split_users,
     summarize_popularity_match,
 )
+from usermirrorer.fidelity.policy_ranking import PolicyRankingConfig, run_policy_ranking
 from usermirrorer.fidelity.reference import PAPER_REFERENCE
 from usermirrorer.fidelity.runner import ModelRun, ModelSpec, run_model
 from usermirrorer.fidelity.stats import paired_difference, reliability_bins, score_run
@@ -52,4 +55,6 @@ __all__ = [
     "score_run",
     "reliability_bins",
     "paired_difference",
+    "PolicyRankingConfig",
+    "run_policy_ranking",
 ]
