@@ -64,11 +64,15 @@ def test_demo_uses_a_trained_checkpoint_and_says_which(ml100k_project, tiny_mode
     run.mkdir(parents=True)
     (run / "training.json").write_text(json.dumps({
         "loss": "listwise", "base_model": "smollm2-135m",
-        "checkpoints": [{"examples": 8, "model_dir": str(tiny_model_dir), "seconds": 1.0}]}))
+        "checkpoints": [{"examples": 8, "model_dir": str(tiny_model_dir), "seconds": 1.0}],
+        "history": [{"examples": 8, "temperature": 7.5}]}))
     args = ["demo", "--project", str(ml100k_project), "--episodes", "1", "--steps", "1", "--agents", "random",
             "--no-live", "--trained-from"]
     assert main([*args, str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"the trained checkpoint {tiny_model_dir}" in out and "listwise loss, 8 train-user scenes" in out
+    # the learned temperature is used, and "none of these" scores at the catalog quantile
+    flat = " ".join(out.split())  # the console wraps long lines
+    assert "softmax temperature 7.5 as trained" in flat and "QuantileOutsideOption(" in flat
     assert main([*args, str(tmp_path / "nothing-here"), "--model", "popularity"]) == 0
     assert "trained checkpoint" not in capsys.readouterr().out

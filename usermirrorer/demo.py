@@ -27,6 +27,7 @@ from usermirrorer.envs.resources import BASELINE_CHOICE_MODELS, load_choice_mode
 from usermirrorer.errors import ConfigError
 from usermirrorer.fidelity.workspace import load_likelihood_ft_manifests
 from usermirrorer.preprocessing import cache_project, ensure_raws
+from usermirrorer.sim.outside_option import QuantileOutsideOption
 
 __all__ = ["DemoConfig", "DEFAULT_AGENTS", "default_project", "run_demo"]
 
@@ -160,22 +161,29 @@ def _cells(row: dict[str, float], metrics: tuple[str, ...]) -> list[str]:
 _TRAINED_PREFERENCE = ("listwise", "next-item")
 
 
-def _with_trained_model(config: DemoConfig, console: Console) -> DemoConfig:
-    """The default model in likelihood mode becomes the trained checkpoint, when there is one."""
+def _with_trained_model(config: DemoConfig, console: Console) -> tuple[DemoConfig, float | None]:
+    """The default model in likelihood mode becomes the trained checkpoint, when there is one.
+
+    Returns the config and the softmax temperature the listwise training learned (None when it
+    did not learn one): PMI scores of a trained model spread far wider than 1 nat.
+    """
     if config.model != "smollm2-135m" or config.mode != "likelihood" or config.trained_from is None:
-        return config
+        return config, None
     found = {m["loss"]: m for m in load_likelihood_ft_manifests(config.trained_from)
              if m.get("base_model") == "smollm2-135m"}
     for loss in _TRAINED_PREFERENCE:
         if loss in found:
             last = max(found[loss]["checkpoints"], key=lambda c: c["examples"])
+            learned = [h["temperature"] for h in found[loss].get("history", []) if h.get("temperature")]
+            temperature = float(learned[-1]) if learned else None
             console.print(f"simulator: the trained checkpoint {last['model_dir']} (usermirrorer train, {loss} loss, "
-                          f"{last['examples']} train-user scenes); --model smollm2-135m --trained-from none for the "
-                          "untrained one")
-            return replace(config, model=last["model_dir"])
+                          f"{last['examples']} train-user scenes"
+                          + (f", softmax temperature {temperature:.3g} as trained" if temperature else "")
+                          + "); --model smollm2-135m --trained-from none for the untrained one")
+            return replace(config, model=last["model_dir"]), temperature
     console.print("simulator: SmolLM2-135M untrained, likelihood mode; `usermirrorer train --profile cpu` trains one "
                   "on ML-100K's train users (resumable) and the demo then uses it")
-    return config
+    return config, None
 
 
 def run_demo(config: DemoConfig) -> int:
@@ -210,7 +218,7 @@ def run_demo(config: DemoConfig) -> int:
 
 
     ds = load_dataset(config.dataset, project)
-    config = _with_trained_model(config, console)
+    config, temperature = _with_trained_model(config, console)
     is_llm = config.model not in BASELINE_CHOICE_MODELS
     t0 = time.perf_counter()
     note = (
@@ -229,8 +237,13 @@ def run_demo(config: DemoConfig) -> int:
             backend_kwargs={"dtype": config.dtype}
             if is_llm and config.backend == "transformers" and config.dtype != "auto"
             else None,
+            sim_options={"score_temperature": temperature} if temperature else None,
             project_path=project,
         )
+    if is_llm and config.mode == "likelihood" and not config.no_skip:
+        # scored as a text, "none of these" is almost never likely: it would never be picked
+        # and every agent would look alike; it scores like the catalog's 90th-percentile item
+        model = QuantileOutsideOption(model, ds)
     console.print(
         f"[green]simulator ready[/] ({model!r}) in {time.perf_counter() - t0:.1f} s; dataset {ds!r}"
     )

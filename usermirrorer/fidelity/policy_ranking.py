@@ -303,8 +303,13 @@ def simulate_agents(make_model: Callable[[], Any], ds: RawDataset, agents: dict[
         with progress_bar(config.progress) as bar:
             task = bar.add_task(f"simulator {label}", total=len(episodes), completed=cached)
 
+            clock = [time.perf_counter()]
+
             def on_episode(e: int, logs: dict[str, EpisodeLog]) -> None:
                 record = _episode_record(e, logs, agents)
+                now = time.perf_counter()
+                # the episode's own cost (the first one carries the model load), kept with it
+                record["seconds"], clock[0] = now - clock[0], now
                 done.append(record)
                 if writer is not None:
                     writer.write([record])
@@ -318,10 +323,15 @@ def simulate_agents(make_model: Callable[[], Any], ds: RawDataset, agents: dict[
                 if writer is not None:
                     writer.close()
     names = list(agents)
+    timed = [r["seconds"] for r in done if "seconds" in r]
     return {
         "expected_click": np.array([[np.mean(r["agents"][n]["expected_clicks"]) for n in names] for r in done]),
         "click": np.array([[np.mean(r["agents"][n]["clicks"]) for n in names] for r in done]),
-        "seconds": time.perf_counter() - started, "played": len(done) - cached,
+        # every episode timed where it was played (this run or an interrupted one before it)
+        # (episodes cached without their time, read back by a run that played none: unknown)
+        "seconds": (float(sum(timed)) if len(timed) == len(done)
+                    else time.perf_counter() - started if len(done) > cached else float("nan")),
+        "played": len(done) - cached,
     }
 
 
@@ -453,7 +463,7 @@ def run_policy_ranking(config: PolicyRankingConfig, console: Any = None) -> dict
             "agreement": own.as_dict(), "agreement_llm_episodes": common.as_dict(),
             "wrong_pairs": wrong_pairs(sim_mean, real["ndcg"][:n].mean(axis=0), agents),
             "seconds": info["seconds"], "wall_seconds": info["wall_seconds"], "played": info["played"],
-            "episodes_per_second": info["played"] / info["seconds"] if info["played"] else None,
+            "episodes_per_second": n / info["seconds"] if info["seconds"] > 0 else None,
         }
     comparisons = []
     if "trained" in simulators:

@@ -112,16 +112,20 @@ def markdown_report(result: Mapping[str, Any]) -> str:
                 "(the same bootstrap resamples of users for both):", "",
                 "| vs | difference | 95% CI |", "|---|---:|---|"]
         for c in result["comparisons"]:
+            if not np.isfinite(c["difference"]):
+                out.append(f"| {sims[c['b']]['label']} | n/a (it scores every recommender alike) | |")
+                continue
             out.append(f"| {sims[c['b']]['label']} | {c['difference']:+.2f} | {_ci(c['ci_low'], c['ci_high'])} |")
-    out += ["", "## Cost", "", "| simulator | episodes played now | seconds | episodes/s | steps/s (all agents) |",
-            "|---|---:|---:|---:|---:|"]
+    out += ["", "## Cost", "", "Seconds of simulation (model load and temperature fit included) over the episodes "
+            "played, summed over the runs that played them (an interrupted run's episodes count where they were "
+            "played); every agent of an episode is one step of one lockstep round.", "",
+            "| simulator | episodes | seconds | episodes/s | steps/s (all agents) |", "|---|---:|---:|---:|---:|"]
     for s in sims.values():
         rate = s["episodes_per_second"]
         steps = f"{rate * len(agents) * cfg['steps']:.1f}" if rate else "-"
-        out.append(f"| {s['label']} | {s['played']} | {s['seconds']:.0f} | {f'{rate:.2f}' if rate else '-'} | "
+        out.append(f"| {s['label']} | {s['episodes']} | {s['seconds']:.0f} | {f'{rate:.2f}' if rate else '-'} | "
                    f"{steps} |")
-    out += ["", "Episodes read back from the cache (played by an earlier, interrupted or finished run) cost nothing "
-            f"here; the cache is `{setup['cache']}`."]
+    out += ["", f"The episode cache is `{setup['cache']}`: a rerun reads every finished episode back."]
     if result["skipped"]:
         out += ["", "## Left out", ""] + [f"- {name}: {why}" for name, why in result["skipped"].items()]
     out.append("")
