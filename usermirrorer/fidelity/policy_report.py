@@ -155,8 +155,9 @@ def plot_scores(result: Mapping[str, Any], path: str | os.PathLike) -> Path | No
         for a, xi, yi in zip(agents, x, y):
             ax.annotate(a, (xi, yi), fontsize=8, xytext=(3, 3), textcoords="offset points")
         agreement = sim["agreement"]
-        ax.set_title(f"{sim['label'][:48]}\nSpearman {agreement['spearman']:+.2f}, {sim['episodes']} episodes",
-                     fontsize=9)
+        rho = agreement["spearman"]
+        rho_text = f"{rho:+.2f}" if np.isfinite(rho) else "n/a (all alike)"
+        ax.set_title(f"{sim['label'][:48]}\nSpearman {rho_text}, {sim['episodes']} episodes", fontsize=9)
         ax.set_xlabel(f"real-log NDCG@{k}")
         ax.set_ylabel("simulated expected click rate")
         ax.grid(alpha=0.3)
