@@ -156,3 +156,27 @@ def test_a_directory_as_input_file_is_one_line(tmp_path, capsys):
     assert main(["eval", "--model", "random", "--input", str(folder), "--output", str(tmp_path / "o.jsonl")]) == 1
     err = capsys.readouterr().err
     assert str(folder) in err and "directory" in err and len(err.strip().splitlines()) == 1
+
+
+def test_vllm_engine_flags_reach_the_backend_kwargs_and_need_the_vllm_backend():
+    import argparse
+
+    from usermirrorer.command_options import backend_kwargs_from_args, vllm_engine_kwargs
+    from usermirrorer.errors import ConfigError as _ConfigError
+
+    def parsed(*argv):
+        from usermirrorer.cli import build_parser
+
+        return build_parser().parse_args(list(argv))
+
+    args = parsed("probs", "--dataset", "d", "--project-path", "w", "--model", "m", "--version", "strong",
+                  "--backend", "vllm", "--tensor-parallel-size", "2", "--data-parallel-size", "4",
+                  "--gpu-memory-utilization", "0.8", "--no-prefix-caching")
+    assert backend_kwargs_from_args(args) == {"tensor_parallel_size": 2, "data_parallel_size": 4,
+                                              "gpu_memory_utilization": 0.8, "enable_prefix_caching": False}
+    args = parsed("eval", "--input", "s.jsonl", "--output", "o.jsonl", "--backend", "vllm", "--data-parallel-size", "2")
+    assert vllm_engine_kwargs(args) == {"data_parallel_size": 2}
+    args = parsed("eval", "--input", "s.jsonl", "--output", "o.jsonl", "--tensor-parallel-size", "2")
+    with pytest.raises(_ConfigError, match="--tensor-parallel-size .*--backend vllm"):
+        vllm_engine_kwargs(args)
+    assert vllm_engine_kwargs(argparse.Namespace(backend="transformers")) == {}

@@ -8,7 +8,8 @@ from typing import Any
 from usermirrorer.data_pipeline.training.stage import VERSIONS
 from usermirrorer.errors import ConfigError
 
-__all__ = ["INTERRUPTED_RESUMES", "add_llm_stage_arguments", "add_batch_arguments", "check_batch_arguments", "backend_kwargs_from_args"]
+__all__ = ["INTERRUPTED_RESUMES", "add_llm_stage_arguments", "add_batch_arguments", "check_batch_arguments",
+           "add_vllm_engine_arguments", "vllm_engine_kwargs", "backend_kwargs_from_args"]
 
 
 # What `usermirrorer <command>` prints on Ctrl-C when the command appends and resumes.
@@ -30,6 +31,38 @@ def add_llm_stage_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--fresh", action="store_true",
                    help="delete this stage's output and start over (needed after changing the model or options)")
+    add_vllm_engine_arguments(p)
+
+
+def add_vllm_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """vLLM's parallel and memory settings, passed to ``vllm.LLM`` (``--backend vllm`` only)."""
+    g = p.add_argument_group("vLLM engine (--backend vllm; see vLLM's EngineArgs)")
+    g.add_argument("--tensor-parallel-size", type=int, metavar="N", help="GPUs per model replica")
+    g.add_argument("--data-parallel-size", type=int, metavar="N", help="model replicas (vLLM's data parallelism)")
+    g.add_argument("--gpu-memory-utilization", type=float, metavar="F",
+                   help="share of GPU memory vLLM may take (CPU build: of RAM)")
+    g.add_argument("--no-prefix-caching", action="store_true",
+                   help="turn automatic prefix caching off (on by default: every prompt shares the system prompt)")
+
+
+def vllm_engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The vLLM engine settings given on the command line.
+
+    Raises:
+        ConfigError: one was given with a backend other than ``vllm``.
+    """
+    kwargs: dict[str, Any] = {}
+    for name in ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization"):
+        if getattr(args, name, None) is not None:
+            kwargs[name] = getattr(args, name)
+    if getattr(args, "no_prefix_caching", False):
+        kwargs["enable_prefix_caching"] = False
+    if kwargs and getattr(args, "backend", None) != "vllm":
+        flags = ", ".join("--" + k.replace("_", "-").replace("enable-prefix-caching", "no-prefix-caching")
+                          for k in kwargs)
+        raise ConfigError(f"{flags} set(s) the vLLM engine, but --backend is {getattr(args, 'backend', None)!r}; "
+                          "add --backend vllm or drop them")
+    return kwargs
 
 
 def add_batch_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,7 +81,8 @@ def check_batch_arguments(args: argparse.Namespace) -> None:
 
 
 def backend_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
+    """Backend constructor arguments from the shared flags (dtype, server URL, vLLM engine)."""
+    kwargs: dict[str, Any] = vllm_engine_kwargs(args)
     if getattr(args, "dtype", None):
         kwargs["dtype"] = args.dtype
     if getattr(args, "base_url", None):

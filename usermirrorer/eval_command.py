@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import argparse
 
-from usermirrorer.command_options import INTERRUPTED_RESUMES
+from usermirrorer.command_options import (
+    INTERRUPTED_RESUMES,
+    add_vllm_engine_arguments,
+    vllm_engine_kwargs,
+)
 from usermirrorer.sim.choice_models import BASELINE_CHOICE_MODELS
 from usermirrorer.sim.evaluation import evaluate_file
 from usermirrorer.sim.prompts import MODES
@@ -77,6 +81,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--project-path", default=None, help="project folder with raws/ (needed by popularity/collaborative)")
     parser.add_argument("--fresh", action="store_true",
                         help="delete --output and start over (needed after changing the model or options)")
+    add_vllm_engine_arguments(parser)
     parser.set_defaults(func=run, interrupted=INTERRUPTED_RESUMES)
     return parser
 
@@ -89,5 +94,6 @@ def run(args: argparse.Namespace) -> int:
         share_prefix=not args.no_share_prefix, threads=args.threads, prompts=args.prompts,
         truncate_history=args.truncate_history, project_path=args.project_path,
         likelihood_score=args.likelihood_score, score_temperature=args.score_temperature, fresh=args.fresh,
+        engine_kwargs=vllm_engine_kwargs(args),
     )
     return 0

@@ -392,6 +392,7 @@ def evaluate_file(
     likelihood_score: str = "pmi",
     score_temperature: float = 1.0,
     fresh: bool = False,
+    engine_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a choice model on a scenes file; resumable; prints a table per dataset.
 
@@ -423,6 +424,8 @@ def evaluate_file(
         prompts: YAML/JSON file overriding prompt texts.
         project_path: project folder with ``raws/`` (baselines).
         console: a ``rich`` console (default: a new one, 160 columns wide off a terminal).
+        engine_kwargs: ``vllm`` backend: engine settings (``tensor_parallel_size``,
+            ``data_parallel_size``, ``gpu_memory_utilization``, ``enable_prefix_caching`` ...).
 
     Returns:
         The summary written to ``<output>.summary.json``.
@@ -434,6 +437,9 @@ def evaluate_file(
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1 (or left out for every scene), got {limit}")
     check_seed(seed)
+    if engine_kwargs and backend != "vllm":
+        raise ConfigError(f"engine_kwargs {sorted(engine_kwargs)} set the vLLM engine, but backend is {backend!r}; "
+                          "use backend='vllm' or drop them")
     baseline = isinstance(model, str) and model in BASELINE_CHOICE_MODELS
     if prompts and baseline:
         raise ConfigError(f"--prompts sets LLM prompt texts, but --model {model!r} is not an LLM; drop --prompts")
@@ -472,6 +478,8 @@ def evaluate_file(
             if backend in ("transformers", "hf"):
                 backend_kwargs = {"dtype": dtype, "share_prefix": share_prefix, "num_threads": threads,
                                   "remember_rows": False}  # eval scenes do not repeat: keep only shared prefixes
+            elif backend == "vllm":
+                backend_kwargs = dict(engine_kwargs or {})
             llm = {"backend": backend, "backend_kwargs": backend_kwargs,
                    "prompts": load_prompts(prompts) if prompts else None,
                    "options": SimOptions(mode=mode, n_thoughts=n_thoughts, temperature=temperature, top_p=top_p,
