@@ -6,6 +6,11 @@ tie-breaking noise and the sparse availability masks must give the same scene re
 same seed. They cover the default scorers, a small score chunk (many chunks, odd RNG
 offsets), every list mode, popularity-matched negatives, MiniLM content embeddings, and a
 synthetic catalog whose templated titles make many exact score ties.
+
+ML-100K is small enough for the dense path; each case also runs with the sparse path forced
+(``SPARSE_MIN_ITEMS = 0``: sparse masks, blocked neighbour search, skipped noise). Popularity-
+matched negatives from count levels promise the dense law, not its bytes
+(``test_fast_draws.py``): their digests pin the dense path.
 """
 
 from __future__ import annotations
@@ -14,13 +19,14 @@ import hashlib
 import json
 
 import pytest
-
-from usermirrorer.data_pipeline.raw import load_raws
-from usermirrorer.data_pipeline.sampling.sampler import SceneConfig, sample_scenes
 from usermirrorer.preprocessing.synthetic import generate_synthetic
 
-HASHING = dict(embedder="hashing")
-TRAIN = dict(min_exposure=2, max_exposure=12)
+from usermirrorer.data_pipeline.raw import load_raws
+from usermirrorer.data_pipeline.sampling import sampler as sampler_module
+from usermirrorer.data_pipeline.sampling.sampler import SceneConfig, sample_scenes
+
+HASHING = {"embedder": "hashing"}
+TRAIN = {"min_exposure": 2, "max_exposure": 12}
 
 ML100K_CASES = {
     "train2000": (SceneConfig(n_samples=2000, seed=0, **TRAIN, **HASHING),
@@ -70,11 +76,19 @@ def ml100k(tmp_path_factory):
     return project, load_raws(project, "ml-100k")
 
 
+def _force(monkeypatch, path: str) -> None:
+    monkeypatch.setattr(sampler_module, "SPARSE_MIN_ITEMS", 0 if path == "sparse" else 10**9)
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("path", ["dense", "sparse"])
 @pytest.mark.parametrize("case", list(ML100K_CASES))
-def test_ml100k_scenes_byte_identical(ml100k, case):
+def test_ml100k_scenes_byte_identical(ml100k, case, path, monkeypatch):
     project, ds = ml100k
     config, expected = ML100K_CASES[case]
+    if path == "sparse" and config.negatives != "standard":
+        pytest.skip("matched negatives from count levels are equal in law (test_fast_draws.py)")
+    _force(monkeypatch, path)
     records, _ = sample_scenes(ds, config, project_path=project)
     assert _digest(records) == expected
 
@@ -95,7 +109,10 @@ def synthetic():
 
 
 @pytest.mark.parametrize("case", list(SYNTHETIC_CASES))
-def test_synthetic_scenes_byte_identical(synthetic, case, tmp_path):
+def test_synthetic_scenes_byte_identical(synthetic, case, tmp_path, monkeypatch):
+    """30,000 items: the sparse path by default, except for matched negatives (dense forced)."""
     config, expected = SYNTHETIC_CASES[case]
+    if config.negatives != "standard":
+        _force(monkeypatch, "dense")
     records, _ = sample_scenes(synthetic, config, project_path=tmp_path)
     assert _digest(records) == expected
