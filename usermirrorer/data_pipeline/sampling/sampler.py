@@ -145,8 +145,10 @@ class SceneConfig:
         chunk_bytes: bound on the score arrays held at once (dense scorers); it also sets how
             many scenes share one draw of the random numbers, so it is part of what a seed gives.
         neighbours: top-k lists of the collaborative and content scorers from an ``"exact"``
-            blocked search (the same lists as scoring the whole catalog) or a ``"faiss"``
-            approximate index (``pip install 'usermirrorer[ann]'``; for catalogs of millions).
+            blocked search (the same lists as scoring the whole catalog) or, for the content
+            scorer, a ``"faiss"`` approximate index (``pip install 'usermirrorer[ann]'``; for
+            catalogs of millions). The collaborative search stays exact: pruned by item norm it
+            is as fast as the index.
         faiss_nprobe: inverted lists the FAISS index visits per query (recall vs speed).
     """
 
@@ -413,9 +415,11 @@ class SceneSampler:
             if (config.list_mode or scorer.default_mode) != "topk" or not isinstance(scorer, FactorScorer):
                 continue
             factors = np.asarray(scorer.item_factors, dtype=np.float32)
-            if config.neighbours == "faiss":
+            if config.neighbours == "faiss" and not scorer.normalise:
                 out[i] = FaissNeighbours(factors, nprobe=config.faiss_nprobe, seed=config.seed)
             else:
+                # Degree-scaled factors (collaborative) prune so well by norm that the exact search
+                # is as fast as an index (and exact): it stays exact in "faiss" mode too.
                 out[i] = ExactNeighbours(factors, prune=bool(scorer.normalise))
         return out
 
@@ -480,7 +484,7 @@ class SceneSampler:
             per_group = max(1, _NEIGHBOUR_GROUP // self.chunk) * self.chunk
             for group in range(0, len(rows), per_group):
                 group_rows = rows[group:group + per_group]
-                found = self._neighbour_candidates(group_rows)
+                found = self.neighbour_candidates(group_rows)
                 for start in range(group, group + len(group_rows), self.chunk):
                     idx = np.arange(start, min(start + self.chunk, len(rows)))
                     pre = {i: c.rows(start - group, idx[-1] + 1 - group) for i, c in found.items()}
@@ -520,7 +524,7 @@ class SceneSampler:
         items[ptr[1:] - 1] = targets
         return Availability(self.release_index, times, ptr, items)
 
-    def _neighbour_candidates(self, rows: np.ndarray) -> dict[int, Candidates]:
+    def neighbour_candidates(self, rows: np.ndarray) -> dict[int, Candidates]:
         """Per searched scorer, the items that may enter each scene's top-k list."""
         if not self.searchers or self.config.max_exposure < 2:
             return {}
@@ -603,7 +607,7 @@ class SceneSampler:
                     m, n, scorer.item_factors.shape[1])):
                 # Top-k from the neighbour search; its noise is read from the same place in the
                 # random stream as the dense block below would draw it.
-                exact = config.neighbours == "exact"
+                exact = isinstance(self.searchers[i], ExactNeighbours)
 
                 def dense_row(j: int, scorer=scorer, i=i) -> np.ndarray:
                     if i not in queries:
