@@ -192,7 +192,8 @@ class ExactNeighbours:
                 kth = (np.partition(masked, width - k, axis=1)[:, width - k] if width > k
                        else masked.min(axis=1))
                 cut[local] = np.where(np.isfinite(kth), (kth - reach[active[local]]).astype(np.float32), -np.inf)
-            r, c = np.nonzero(scores >= cut[:, None])
+            # flatnonzero + divmod: several times faster than a 2-D nonzero on a sparse mask.
+            r, c = np.divmod(np.flatnonzero(scores >= cut[:, None]), scores.shape[1])
             rows, cols = active[r], items[c]
             showable = mask.lookup(rows, cols)
             rows, cols, vals = rows[showable], cols[showable], scores[r[showable], c[showable]]
