@@ -265,9 +265,10 @@ def select_topk(cands: Candidates, k: int, rng: np.random.Generator, mask: Showa
         rng: the generator; moved past the ``m x n_items`` noise block exactly as the dense
             computation ``rng.random((m, n_items), dtype=float32)`` moves it.
         mask: the chunk's showable items.
-        dense_row: ``dense_row(j) -> float32 (n_items,)`` raw scores of scene ``j`` over the
-            whole catalog, for a scene whose cut falls inside an exact tie; None: ties at the
-            cut go to the lower item index (approximate candidates are not exact anyway).
+        dense_row: ``dense_row(scenes) -> float32 (len(scenes), n_items)`` raw scores of some
+            scenes over the whole catalog, for scenes whose cut falls inside an exact tie; None:
+            ties at the cut go to the lower item index (approximate candidates are not exact
+            anyway).
 
     Returns:
         ``(items, ok, n_dense)``: ``(m, k)`` lists, which entries are real, and how many scenes
@@ -308,14 +309,18 @@ def select_topk(cands: Candidates, k: int, rng: np.random.Generator, mask: Showa
         return out, ok, 0
     tied = np.flatnonzero((counts > k) & (values[np.minimum(starts + k - 1, len(values) - 1)]
                                           == values[np.minimum(starts + k, len(values) - 1)]))
-    for j in tied.tolist():
-        row = dense_row(j)
+    if len(tied) == 0:
+        return out, ok, 0
+    rows_dense = dense_row(tied)  # one product for all tied scenes of the chunk
+    showable = mask.dense(tied)
+    for r, j in enumerate(tied.tolist()):
+        row = rows_dense[r]
         if cands.normalise:
             scale = np.maximum(row.max(), -row.min())
             if scale > 0:
                 row = row / scale
         row = row + noise_start.row(j) * NOISE_SCALE
-        row[~mask.dense(np.array([j]))[0]] = -np.inf
+        row[~showable[r]] = -np.inf
         top = topk_desc(row[None, :], k)
         out[j] = top[0]
         ok[j] = np.isfinite(row[top[0]])

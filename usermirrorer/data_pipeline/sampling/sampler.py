@@ -25,10 +25,22 @@ available items nearest to the real item in *causal* popularity (interactions st
 item is uniform on ``0..K-1``: popularity alone cannot find the real item. Domains with logged impressions
 (``strategy.logged_exposure_key``, e.g. MIND) use the logged list instead of steps 2-4.
 
-Everything is vectorised over a chunk of scenes, and a chunk holds at most ``chunk_bytes`` of
-scores, so a 1M-item catalog is scored a few scenes at a time. All randomness comes from one
+Everything is vectorised over a chunk of scenes. All randomness comes from one
 ``np.random.Generator`` seeded by ``(seed, split, negatives)``: the same inputs and seed give
 byte-identical output.
+
+Two paths give the same scenes. Small catalogs (below :data:`SPARSE_MIN_ITEMS` items, e.g.
+ML-100K) build dense ``chunk x catalog`` masks and scores, a chunk holding at most
+``chunk_bytes`` of them. Large catalogs never do: showable items are a sparse complement
+(:mod:`~usermirrorer.data_pipeline.sampling.availability`); random and popularity lists are
+drawn from one CDF per distribution with rejection of unshowable items; collaborative and
+content top-k lists come from a blocked neighbour search over many scenes at once
+(:mod:`~usermirrorer.data_pipeline.sampling.neighbours`) that reads only the tie-breaking noise
+of the items near the cut — the same lists, byte for byte, as the dense computation with the
+same chunks. Two options trade that for speed and promise the same law instead of the same
+bytes: ``neighbours="faiss"`` (approximate content neighbours) and, on large catalogs,
+popularity-matched negatives drawn from the count levels next to the real item's
+(:mod:`~usermirrorer.data_pipeline.sampling.matched`); both use chunks of 1,024 scenes.
 """
 
 from __future__ import annotations
@@ -380,7 +392,7 @@ class SceneSampler:
         per_row_bytes = max(1, ds.n_items) * 4 * live
         self.chunk = int(np.clip(config.chunk_bytes // per_row_bytes, 1, 1024))
         # Fixed draw distributions (static multinomial scorers, the uniform top-up): one CDF each.
-        self._distributions: dict[int, ItemDistribution] = {}
+        self._distributions: dict[tuple[int, float], ItemDistribution] = {}
         self._uniform = ItemDistribution(np.zeros(max(1, ds.n_items)))
         self.sparse = ds.n_items >= SPARSE_MIN_ITEMS or config.neighbours == "faiss"
         self.searchers = self._build_searchers() if self.sparse else {}
@@ -424,10 +436,11 @@ class SceneSampler:
         return out
 
     def _distribution(self, i: int, scorer: Scorer) -> ItemDistribution:
-        if i not in self._distributions:
+        key = (i, self.config.temperature)  # a retargeted sampler may change the temperature
+        if key not in self._distributions:
             static = np.asarray(scorer.static_scores, dtype=np.float64)
-            self._distributions[i] = ItemDistribution(static / self.config.temperature)
-        return self._distributions[i]
+            self._distributions[key] = ItemDistribution(static / self.config.temperature)
+        return self._distributions[key]
 
     def __repr__(self) -> str:
         return (f"SceneSampler({self.ds.name!r}, split={self.config.split!r}, "
@@ -603,16 +616,16 @@ class SceneSampler:
                 lists.append(top)
                 list_ok.append(ok)
                 continue
-            if i in candidates and (config.neighbours == "faiss" or not dense_product_is_small(
+            if mode == "topk" and i in candidates and (config.neighbours == "faiss" or not dense_product_is_small(
                     m, n, scorer.item_factors.shape[1])):
                 # Top-k from the neighbour search; its noise is read from the same place in the
                 # random stream as the dense block below would draw it.
                 exact = isinstance(self.searchers[i], ExactNeighbours)
 
-                def dense_row(j: int, scorer=scorer, i=i) -> np.ndarray:
+                def dense_row(scenes: np.ndarray, scorer=scorer, i=i) -> np.ndarray:
                     if i not in queries:
                         queries[i] = scorer.queries(batch)
-                    return regular_matmul(queries[i][j:j + 1], scorer.item_factors)[0]
+                    return regular_matmul(queries[i][scenes], scorer.item_factors)
 
                 top, ok, n_dense = select_topk(candidates[i], length, rng, avail, dense_row if exact else None)
                 self.stats["dense_recomputed_lists"] += n_dense
@@ -922,14 +935,19 @@ def sample_scenes(
 def _retarget(sampler: SceneSampler, config: SceneConfig) -> SceneSampler:
     """The same sampler (scorers, embeddings) under another config that shares its scorers."""
     old = sampler.config
-    same_scorers = (old.scorers, old.embedder, old.collaborative_dim, old.negatives) == (
-        config.scorers, config.embedder, config.collaborative_dim, config.negatives)
+    same_scorers = (old.scorers, old.embedder, old.collaborative_dim, old.negatives, old.neighbours,
+                    old.list_mode) == (
+        config.scorers, config.embedder, config.collaborative_dim, config.negatives, config.neighbours,
+        config.list_mode)
     if not same_scorers:
-        raise ConfigError("a prepared SceneSampler can only be reused with the same scorers, "
-                          "embedder, dimension and negatives")
+        raise ConfigError("a prepared SceneSampler can only be reused with the same scorers, embedder, "
+                          "dimension, negatives, neighbours and list mode; build a new one")
     new = object.__new__(SceneSampler)
     new.__dict__.update(sampler.__dict__)
     new.config = config.validate()
+    window = config.popularity_window * (config.max_exposure - 1)
+    if new.matched is not None and new.matched.window != window:
+        new.matched = MatchedDraws(new.matched.index, new.release, window)
     return new
 
 
