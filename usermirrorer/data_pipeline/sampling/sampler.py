@@ -347,6 +347,14 @@ class SceneSampler:
         strategy: the domain strategy (default: ``get_strategy(ds.name)``).
         project_path: working directory for embedding caches (None: no cache).
         fit_rows: interaction rows the collaborative/popularity scorers are fitted on (None: all).
+
+    Attributes (besides the arguments):
+        chunk: scenes drawn together (one draw of each random block).
+        sparse: whether the catalog-scale path is taken (see the module docstring).
+        searchers: per top-k factor scorer index, its neighbour search (sparse path only).
+        matched: the count-level draws of popularity-matched negatives (sparse path only).
+        stats: ``dense_recomputed_lists``: exact lists recomputed over the whole catalog because
+            their cut fell inside an exact score tie.
     """
 
     def __init__(
