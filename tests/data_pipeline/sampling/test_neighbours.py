@@ -118,3 +118,25 @@ def test_missing_faiss_names_the_extra(monkeypatch):
 def test_unknown_neighbour_mode_is_refused():
     with pytest.raises(ConfigError, match="neighbours"):
         SceneConfig(n_samples=1, neighbours="annoy").validate()
+
+
+def test_a_prepared_sampler_keeps_its_searches(monkeypatch):
+    """Reusing a sampler under another config: same searches or a clear error; matched draws
+    follow the new K."""
+    from usermirrorer.data_pipeline.sampling import sampler as sampler_module
+
+    monkeypatch.setattr(sampler_module, "SPARSE_MIN_ITEMS", 0)
+    ds = generate_synthetic(n_users=300, n_items=2000, n_interactions=6000, seed=4)
+    config = SceneConfig(n_samples=20, min_exposure=2, max_exposure=12, embedder="hashing-64")
+    sampler = SceneSampler(ds, config)
+    with pytest.raises(ConfigError, match="list mode"):
+        sample_scenes(ds, SceneConfig(n_samples=20, embedder="hashing-64", list_mode="multinomial"), sampler=sampler)
+    matched = SceneConfig(n_samples=30, min_exposure=5, max_exposure=5, split="eval", embedder="hashing-64",
+                          negatives="popularity-matched")
+    prepared = SceneSampler(ds, matched)
+    eight = SceneConfig(n_samples=30, min_exposure=8, max_exposure=8, split="eval", embedder="hashing-64",
+                        negatives="popularity-matched")
+    records, _ = sample_scenes(ds, eight, sampler=prepared)
+    assert {r["choice_cnt"] for r in records} == {8}
+    assert sampler_module._retarget(prepared, eight).matched.window == 2 * 7  # popularity_window x (K - 1)
+    assert prepared.matched.window == 2 * 4  # the prepared sampler itself is unchanged
