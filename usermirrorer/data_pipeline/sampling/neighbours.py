@@ -35,6 +35,7 @@ from usermirrorer.data_pipeline.sampling.draws import ShowableMask, skip_uniform
 from usermirrorer.errors import ConfigError, MissingDependency
 
 __all__ = [
+    "regular_matmul_t",
     "Candidates",
     "ExactNeighbours",
     "FaissNeighbours",
@@ -64,15 +65,25 @@ def regular_matmul(queries: np.ndarray, factors: np.ndarray) -> np.ndarray:
 
     Entries then equal those of any other regular product of the same rows and columns.
     """
+    return regular_matmul_t(queries, factors.T)
+
+
+def regular_matmul_t(queries: np.ndarray, factors_t: np.ndarray) -> np.ndarray:
+    """``queries @ factors_t`` for factors stored transposed (``dim x n``; column slices allowed).
+
+    The same entries as :func:`regular_matmul` on ``factors_t.T`` (OpenBLAS's regular kernels
+    accumulate each entry in the same order either way), and about three times faster for a
+    few rows against a large catalog: the catalog needs no transposition while it is packed.
+    """
     m, dim = queries.shape
-    n = factors.shape[0]
+    n = factors_t.shape[1]
     need = max(2, -(-(_REGULAR_MNK + 1) // max(1, n * dim)))
     if n < 2:
         raise ConfigError("a neighbour search needs at least 2 items")
     if m >= need:
-        return queries @ factors.T
+        return queries @ factors_t
     padded = np.concatenate([queries, np.repeat(queries[:1], need - m, axis=0)])
-    return (padded @ factors.T)[:m]
+    return (padded @ factors_t)[:m]
 
 
 @dataclass
@@ -129,13 +140,14 @@ class ExactNeighbours:
         norms = np.linalg.norm(factors.astype(np.float64), axis=1)
         self.max_norm = float(norms.max()) if len(norms) else 0.0
         self.prune = prune
+        # Kept transposed (dim x n_items), in search order: products against it are faster.
         if prune:
             self.order = np.argsort(-norms, kind="stable")
-            self.factors = factors[self.order]
+            self.factors_t = factors.T[:, self.order]
             self.norms = norms[self.order]
         else:
-            self.order = np.arange(self.n_items)
-            self.factors = factors
+            self.order = None
+            self.factors_t = np.ascontiguousarray(factors.T)
             self.norms = norms
         # Blocks of [block, 2 * block) items: no tiny tail block (a small product).
         starts = list(range(0, max(self.n_items - block, 0) + 1, block)) if self.n_items > block else [0]
@@ -144,6 +156,16 @@ class ExactNeighbours:
     def __repr__(self) -> str:
         return (f"ExactNeighbours(n_items={self.n_items:,}, dim={self.dim}, blocks={len(self.bounds)}, "
                 f"prune={self.prune})")
+
+    def dense_rows(self, queries: np.ndarray) -> np.ndarray:
+        """Float32 ``(m, n_items)`` scores of every item, in item order (entries equal to the
+        dense ``queries @ factors.T``)."""
+        scores = regular_matmul_t(np.ascontiguousarray(queries, dtype=np.float32), self.factors_t)
+        if self.order is None:
+            return scores
+        out = np.empty_like(scores)
+        out[:, self.order] = scores
+        return out
 
     def candidates(self, queries: np.ndarray, mask: ShowableMask, k: int, normalise: bool) -> Candidates:
         """Every showable item that can be among the ``k`` largest of ``score + noise`` per scene.
@@ -176,11 +198,11 @@ class ExactNeighbours:
                 active = active[~done]
             if len(active) == 0:
                 break
-            scores = regular_matmul(queries[active], self.factors[lo:hi])
+            scores = regular_matmul_t(queries[active], self.factors_t[:, lo:hi])
             if normalise:
                 row_max[active] = np.maximum(row_max[active], scores.max(axis=1))
                 row_min[active] = np.minimum(row_min[active], scores.min(axis=1))
-            items = self.order[lo:hi]
+            items = self.order[lo:hi] if self.order is not None else np.arange(lo, hi)
             cut = (threshold[active] - reach[active]).astype(np.float32)
             open_rows = ~np.isfinite(cut)
             if open_rows.any():

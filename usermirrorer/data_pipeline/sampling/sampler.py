@@ -79,7 +79,6 @@ from usermirrorer.data_pipeline.sampling.neighbours import (
     ExactNeighbours,
     FaissNeighbours,
     dense_product_is_small,
-    regular_matmul,
     select_topk,
 )
 from usermirrorer.data_pipeline.sampling.scorers import (
@@ -633,7 +632,7 @@ class SceneSampler:
                 def dense_row(scenes: np.ndarray, scorer=scorer, i=i) -> np.ndarray:
                     if i not in queries:
                         queries[i] = scorer.queries(batch)
-                    return regular_matmul(queries[i][scenes], scorer.item_factors)
+                    return self.searchers[i].dense_rows(queries[i][scenes])
 
                 top, ok, n_dense = select_topk(candidates[i], length, rng, avail, dense_row if exact else None)
                 self.stats["dense_recomputed_lists"] += n_dense
