@@ -9,14 +9,22 @@ Measures, on MovieLens-100K (converted from the ``recbole`` package if the proje
   on its own — on 256 scenes, as the same-run baseline for the speed ratio;
 - peak RSS of each run (VmHWM, reset before it);
 
-and on the synthetic generator's large catalog (default 1M items / 10M interactions): the
-one-off setup (randomized spectral embedding, hashing text embedding) and sampling in bounded
-chunks, with peak RSS.
+and on the synthetic generator's large catalog (default 1M items / 10M interactions, generated
+once and kept under ``benchmarks/.cache/``):
+
+- the setup from nothing cached: the randomized spectral embedding, the text embedding (and its
+  reload from the cache), and each sampler's own structures (exact neighbour blocks, the FAISS
+  index, the count-level index of popularity-matched negatives);
+- train scenes with exact neighbour lists (byte-identical to scoring every item), train scenes
+  with FAISS content neighbours (at the default nprobe and at half of it), popularity-matched
+  eval scenes; one sampler at a time, with peak RSS;
+- the FAISS lists' recall@11 against the exact ones on 512 scenes, and both search times;
+- issue #17's targets against the numbers of the run.
 
 Wall time depends on what else runs on the machine (the 2 cores are shared), so CPU time of
 the process is reported too; the load average is recorded with the results.
 
-Run:  python benchmarks/scene_sampling.py [--project-path W] [--skip-large]
+Run:  python benchmarks/scene_sampling.py [--project-path W] [--skip-large] [--skip-ml100k]
 Writes benchmarks/results/scene_sampling.{md,json}.
 """
 
@@ -75,6 +83,16 @@ class Measure:
 
 def _load() -> float:
     return os.getloadavg()[0]
+
+
+def _uptime() -> str:
+    """``uptime``'s line (time, load averages over 1, 5 and 15 minutes)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return f"load average {os.getloadavg()}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,6 +420,9 @@ def bench_large(n_users: int, n_items: int, n_interactions: int, n_exact: int, n
     setup["total_faiss_wall_s"] = round(setup["spectral_embedding"]["wall_s"] + setup["text_embedding"]["wall_s"]
                                         + setup["sampler_faiss"]["wall_s"], 1)
     out["setup"] = setup
+    import shutil
+
+    shutil.rmtree(project, ignore_errors=True)  # the embedding caches of this run (~0.5 GB)
     out["peak_rss_mib_overall"] = round(max([r["peak_rss_mib"] for r in out["runs"]]
                                             + [v["peak_rss_mib"] for v in setup.values()
                                                if isinstance(v, dict) and "peak_rss_mib" in v]), 1)
@@ -429,7 +450,9 @@ def _markdown(result: dict[str, Any]) -> str:
              f"Load average at start {result['load_start']}, end {result['load_end']} "
              "(the 2 cores are shared with other jobs: wall-clock rates vary with load; CPU-time rates are "
              "the process's own work).", "",
-             f"Command: `{result.get('command', 'python benchmarks/scene_sampling.py')}`", ""]
+             f"Command: `{result.get('command', 'python benchmarks/scene_sampling.py')}`", "",
+             *([f"`uptime` at start: `{result['uptime_start']}`; at end: `{result['uptime_end']}`.", ""]
+               if result.get("uptime_start") else [])]
     ml = result.get("ml100k")
     if ml:
         lines += ["## MovieLens-100K", "", *_earlier_run_note(ml), f"{ml['dataset']}; content embedder `{ml['embedder']}`. "
@@ -579,11 +602,17 @@ def main() -> None:
             blas_threads = str(args.blas_threads)
         except ImportError:
             blas_threads = "default (threadpoolctl not installed)"
+        try:  # FAISS runs on its own OpenMP pool, loaded after the limit above: pin it too
+            import faiss
+
+            faiss.omp_set_num_threads(args.blas_threads)
+        except ImportError:
+            pass
     project = Path(args.project_path)
     project.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"command": " ".join(["python benchmarks/scene_sampling.py", *sys.argv[1:]]),
                               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-                              "load_start": round(_load(), 2), "blas_threads": blas_threads}
+                              "load_start": round(_load(), 2), "uptime_start": _uptime(), "blas_threads": blas_threads}
     if not args.skip_ml100k:
         print("ML-100K")
         result["ml100k"] = bench_ml100k(project, args.embedder, args.seed, args.repeats)
@@ -593,6 +622,7 @@ def main() -> None:
                                       args.large_exact_scenes, args.large_scenes, args.large_matched_scenes,
                                       args.seed, args.chunk_mb, args.nprobe)
     result["load_end"] = round(_load(), 2)
+    result["uptime_end"] = _uptime()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Keep the part not re-run this time from an earlier results file.
