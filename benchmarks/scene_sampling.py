@@ -484,7 +484,7 @@ def _markdown(result: dict[str, Any]) -> str:
                   f"`{st['embedder']}` text embedding {st['text_embedding']['wall_s']} "
                   f"(from its cache afterwards: {st['text_embedding_cached']['wall_s']}), "
                   f"exact sampler {st['sampler_exact']['wall_s']} (neighbour blocks, eligible rows), "
-                  f"FAISS sampler {st['sampler_faiss']['wall_s']} (two IVF indexes), "
+                  f"FAISS sampler {st['sampler_faiss']['wall_s']} (the content IVF index, collaborative blocks), "
                   f"popularity-matched sampler {st['sampler_popularity-matched']['wall_s']} (count-level index). "
                   f"**Setup total: {st['total_exact_wall_s']} s exact, {st['total_faiss_wall_s']} s with FAISS.**", "",
                   "| run | scenes | wall s | scenes/s (wall) | scenes/s (CPU) | scenes per chunk | dense recomputed lists | "
