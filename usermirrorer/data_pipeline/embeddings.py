@@ -252,12 +252,13 @@ def _ids_digest(ds: RawDataset) -> str:
 _TEXT_DIGESTS: dict[int, tuple[weakref.ref, str]] = {}
 
 
-def _texts_digest(ds: RawDataset) -> str:
-    """sha256 of the joined :func:`item_texts` (what the content fingerprint hashes)."""
+def _texts_digest(ds: RawDataset, texts: list[str] | None = None) -> str:
+    """sha256 of the joined :func:`item_texts` (what the content fingerprint hashes); ``texts``:
+    those texts if the caller has them already."""
     held = _TEXT_DIGESTS.get(id(ds))
     if held is not None and held[0]() is ds:
         return held[1]
-    digest = hashlib.sha256("\n".join(item_texts(ds)).encode("utf-8")).hexdigest()
+    digest = hashlib.sha256("\n".join(item_texts(ds) if texts is None else texts).encode("utf-8")).hexdigest()
     key = id(ds)
     _TEXT_DIGESTS[key] = (weakref.ref(ds, lambda _: _TEXT_DIGESTS.pop(key, None)), digest)
     return digest
@@ -302,15 +303,17 @@ def content_embedding(
     model = make_embedder(embedder)
     if model is None:
         raise ConfigError("content_embedding needs an embedder, got None / 'none'")
-    texts_digest = _texts_digest(ds)
+    known = _TEXT_DIGESTS.get(id(ds))
+    texts = None if known is not None and known[0]() is ds else item_texts(ds)
     # v2: the texts enter through their sha256 (same embeddings; caches of v1 are recomputed once).
-    fingerprint = _digest("content-v2", model.name, _ids_digest(ds), texts_digest)
+    fingerprint = _digest("content-v2", model.name, _ids_digest(ds), _texts_digest(ds, texts))
     path = embedding_path(project_path, ds.name, "content") if project_path else None
     if path is not None:
         cached = load_cached(path, fingerprint)
         if cached is not None:
             return cached
-    texts = item_texts(ds)
+    if texts is None:
+        texts = item_texts(ds)
     parts = []
     progress = _progress(len(texts), f"embedding {ds.n_items:,} item texts ({model.name})")
     with progress:
