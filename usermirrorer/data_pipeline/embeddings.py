@@ -22,6 +22,7 @@ import hashlib
 import os
 import re
 import weakref
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -149,7 +150,7 @@ class HashingEmbedder:
         for row, text in enumerate(texts):
             words = findall(text.lower())
             tokens += words
-            tokens += [a + " " + b for a, b in zip(words, words[1:])]
+            tokens += [a + " " + b for a, b in pairwise(words)]
             per_text[row] = 2 * len(words) - 1 if words else 0
         codes = self._codes
         for token in set(tokens).difference(codes):
