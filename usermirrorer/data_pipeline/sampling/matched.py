@@ -16,9 +16,11 @@ so the sides have a closed form that needs the levels next to the real item's co
 - the above side then takes whole levels ``c+1, c+2, ...`` and a uniformly random part of the
   last one it needs; the below side likewise with ``c-1, c-2, ...``.
 
-:class:`MatchedDraws` draws exactly that distribution from the level sizes kept by
-:class:`~usermirrorer.data_pipeline.popularity.CausalCounts` and one pass over the items whose
-final degree can reach the levels concerned (few items for a popular real item).
+:class:`MatchedDraws` draws exactly that distribution from a :class:`LevelIndex` of the log:
+a level's size at any time is two binary searches, and its members come from rejection sampling
+over a prefix of the index (large levels) or from enumerating that prefix (small ones), so a
+scene costs about the few dozen items it returns, not the catalog.
+``tests/data_pipeline/sampling/test_fast_draws.py`` compares the two laws.
 """
 
 from __future__ import annotations
