@@ -171,7 +171,13 @@ def _matched_counts(ds, rows, sparse: bool, monkeypatch, seed: int) -> np.ndarra
     return counts
 
 
-def test_matched_negatives_from_levels_have_the_dense_law(monkeypatch):
+@pytest.mark.parametrize("prefix_scan", [4096, 4])
+def test_matched_negatives_from_levels_have_the_dense_law(monkeypatch, prefix_scan):
+    """prefix_scan 4096: levels enumerated (what a small catalog gets); 4: levels sampled by
+    rejection from the level index (what a 1M-item catalog gets)."""
+    from usermirrorer.data_pipeline.sampling import matched
+
+    monkeypatch.setattr(matched, "_PREFIX_SCAN", prefix_scan)
     ds = make_dataset(n_users=80, n_items=120, n_interactions=3000, seed=5)
     rows = np.random.default_rng(0).choice(eligible_rows(ds, 3), size=6, replace=False)
     fast = _matched_counts(ds, rows, True, monkeypatch, seed=1)

@@ -197,6 +197,8 @@ class MatchedDraws:
                 # High levels: few items reach them, so take them all at once with their counts
                 # (levels above c: everything from u up; below: from u down to the next scan).
                 lo = u if step > 0 else max(1, u - 64)
+                while lo < u and index.reached(lo, now) > 4 * _PREFIX_SCAN:
+                    lo = (lo + u + 1) // 2  # a run of levels whose items stay few
                 pool = index.candidates(lo, np.arange(index.reached(lo, now)))
                 counts = self._counts(pool, now)
                 keep = (counts <= u) if step < 0 else (counts >= u)
