@@ -253,6 +253,24 @@ def bench_ml100k(project: Path, embedder: str, seed: int, repeats: int = 3) -> d
         print(f"  {label}: {out['runs'][-1]['scenes_per_s_wall']:,.0f} scenes/s wall, "
               f"{out['runs'][-1]['scenes_per_s_cpu']:,.0f} scenes/s CPU")
 
+    # End to end, as a user runs it: the scenes command (load the raws, build the sampler with the
+    # cached embeddings, sample 8,000 train scenes, write them).
+    from usermirrorer.cli import main as cli
+
+    target = project / "bench_train_8000.jsonl"
+    with Measure() as m:
+        code = cli(["scenes", "--dataset", "ml-100k", "--project-path", str(project), "--samples", "8000",
+                    "--min-exposure", "2", "--max-exposure", "12", "--embedder", embedder, "--seed", str(seed),
+                    "--output", str(target)])
+    if code != 0:
+        raise SystemExit("the scenes command failed")
+    out["end_to_end_8000"] = {"command": "usermirrorer scenes --dataset ml-100k --samples 8000 --min-exposure 2 "
+                                         f"--max-exposure 12 --embedder {embedder}",
+                              "wall_s": round(m.wall, 2), "cpu_s": round(m.cpu, 2), "peak_rss_mib": round(m.peak_mib),
+                              "scenes": sum(1 for _ in open(target)), "load_avg": round(_load(), 2)}
+    target.unlink()
+    print(f"  end to end, 8000 train scenes: {out['end_to_end_8000']}")
+
     # Same-run baseline: per-row pandas apply on 256 train scenes (K=2..12).
     strategy = get_strategy(ds.name)
     rows = np.random.default_rng(seed).choice(eligible_rows(ds, 3), size=256, replace=False)
@@ -470,6 +488,11 @@ def _markdown(result: dict[str, Any]) -> str:
                          f"{r.get('scenes_per_s_cpu_without_text', '-')} | {r['peak_rss_mib']:,.0f} | {r['load_avg']} |")
         lines += ["", f"Vectorised vs per-row `DataFrame.apply` (train, K=2..12, CPU time, same run): "
                       f"**{ml['speedup_vs_pandas_apply_cpu']}x**.", ""]
+        e2e = ml.get("end_to_end_8000")
+        if e2e:
+            lines += [f"End to end (`{e2e['command']}`: load the raws, build the sampler from the cached "
+                      f"embeddings, sample, write): {e2e['scenes']} scenes in **{e2e['wall_s']} s** wall "
+                      f"({e2e['cpu_s']} s CPU), peak RSS {e2e['peak_rss_mib']:,} MiB.", ""]
     large = result.get("large")
     if large:
         d, st = large["dataset"], large["setup"]
@@ -521,10 +544,10 @@ def _targets(result: dict[str, Any]) -> list[str]:
     rows = []
     ml, large = result.get("ml100k"), result.get("large")
     if ml and not ml.get("earlier_run"):
-        r = next((r for r in ml["runs"] if r["run"] == "train 8000, K=2..12"), None)
-        if r:
-            rows.append(("ML-100K, 8,000 train scenes", "<= 2.3 s", f"{r['cpu_s']} s CPU ({r['wall_s']} s wall)",
-                         r["cpu_s"] <= 2.3))
+        e2e = ml.get("end_to_end_8000")
+        if e2e:
+            rows.append(("ML-100K, 8,000 train scenes end to end (scenes command)", "<= 2.3 s",
+                         f"{e2e['wall_s']} s wall ({e2e['cpu_s']} s CPU)", e2e["wall_s"] <= 2.3))
     if large and not large.get("earlier_run"):
         def rate(word):  # the first run of a kind: FAISS at its default nprobe
             return next((r for r in large["runs"] if word in r["run"]), None)
