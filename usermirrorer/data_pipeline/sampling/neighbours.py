@@ -278,7 +278,7 @@ class NoiseBlock:
 
 
 def select_topk(cands: Candidates, k: int, rng: np.random.Generator, mask: ShowableMask,
-                dense_row) -> tuple[np.ndarray, np.ndarray, int]:
+                dense_row, block_noise: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
     """The top-``k`` lists of a chunk from its candidates, drawing its noise block from ``rng``.
 
     Args:
@@ -291,6 +291,9 @@ def select_topk(cands: Candidates, k: int, rng: np.random.Generator, mask: Showa
             scenes over the whole catalog, for scenes whose cut falls inside an exact tie; None:
             ties at the cut go to the lower item index (approximate candidates are not exact
             anyway).
+        block_noise: False: draw one uniform per candidate instead (the same law, and no walk
+            through the generator's stream) where the dense draws are not reproduced anyway
+            (FAISS mode); ties at the cut then go to the lower item index.
 
     Returns:
         ``(items, ok, n_dense)``: ``(m, k)`` lists, which entries are real, and how many scenes
@@ -312,7 +315,11 @@ def select_topk(cands: Candidates, k: int, rng: np.random.Generator, mask: Showa
     kth[rows[order][at_k]] = scores[order][at_k]
     near = scores.astype(np.float64) >= kth[rows] - 2e-6 * (1.0 + np.abs(kth[rows]))
     rows, items, scores = rows[near], cands.items[near], scores[near]
-    noise = skip_uniform_f32(rng, m * n, rows * n + items)
+    if block_noise:
+        noise = skip_uniform_f32(rng, m * n, rows * n + items)
+    else:
+        noise = rng.random(len(items), dtype=np.float32)
+        dense_row = None
     noise *= NOISE_SCALE
     values = scores + noise
     order = np.lexsort((items, -values, rows))

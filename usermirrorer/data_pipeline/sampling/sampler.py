@@ -634,7 +634,8 @@ class SceneSampler:
                         queries[i] = scorer.queries(batch)
                     return self.searchers[i].dense_rows(queries[i][scenes])
 
-                top, ok, n_dense = select_topk(candidates[i], length, rng, avail, dense_row if exact else None)
+                top, ok, n_dense = select_topk(candidates[i], length, rng, avail, dense_row if exact else None,
+                                               block_noise=config.neighbours == "exact")
                 self.stats["dense_recomputed_lists"] += n_dense
                 lists.append(top)
                 list_ok.append(ok)
