@@ -632,6 +632,8 @@ def main() -> None:
             import faiss
 
             faiss.omp_set_num_threads(args.blas_threads)
+            from threadpoolctl import threadpool_limits
+
             threadpool_limits(args.blas_threads)
         except ImportError:
             pass
