@@ -159,7 +159,7 @@ def _matched_counts(ds, rows, sparse: bool, monkeypatch, seed: int) -> np.ndarra
                          negatives="popularity-matched", embedder=None)
     sampler = SceneSampler(ds, config, TracingStrategy())
     assert (sampler.matched is not None) == sparse
-    reps = 3000
+    reps = 2000
     records = sampler.sample(np.repeat(rows, reps), np.random.default_rng(seed))
     counts = np.zeros((len(rows), ds.n_items), dtype=np.int64)
     index = ds.item_index
