@@ -121,3 +121,15 @@ def test_real_ml100k_scenes(ml100k: Path):
     assert stats.chisquare(positions).pvalue > 0.001
     meta = (ml100k / "embeddings" / "ml-100k.content.safetensors")
     assert meta.exists()
+
+
+def test_cli_faiss_neighbours(toy_project: Path):
+    """``--neighbours faiss``: content lists from the index (the sparse path, whatever the size)."""
+    pytest.importorskip("faiss")
+    base = ["scenes", "--dataset", "toy", "--project-path", str(toy_project), "--embedder", "hashing"]
+    out = toy_project / "faiss.jsonl"
+    assert main(base + ["--samples", "80", "--neighbours", "faiss", "--faiss-nprobe", "2",
+                        "--output", str(out)]) == 0
+    records = read_jsonl(out)
+    assert len(records) == 80
+    assert all(r["impression_list"][r["item_pos"]] == r["item_id"] for r in records)

@@ -89,6 +89,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="write here instead of W/datasets/D_<split>.jsonl")
     parser.add_argument("--chunk-mb", type=int, default=256, metavar="MB",
                         help="memory bound of the per-chunk score arrays (default 256)")
+    parser.add_argument("--neighbours", choices=["exact", "faiss"], default="exact",
+                        help="content top-k lists: exact (default; the same lists as scoring the whole "
+                             "catalog) or faiss, an approximate index for catalogs of millions "
+                             "(pip install 'usermirrorer[ann]')")
+    parser.add_argument("--faiss-nprobe", type=int, default=16, metavar="N",
+                        help="inverted lists the FAISS index visits per query (default 16)")
     parser.set_defaults(func=run, interrupted=(
         "interrupted; nothing was written (scenes are written all at once, at the end); run the command again"))
     return parser
@@ -110,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         scorers=scorers, list_mode=args.list_mode, temperature=args.temperature,
         negatives=args.negatives, embedder=embedder, max_tokens=args.max_tokens,
         tokenizer=args.tokenizer, chunk_bytes=args.chunk_mb * 2**20,
+        neighbours=args.neighbours, faiss_nprobe=args.faiss_nprobe,
     ).validate()
     with console.status(f"loading raws of {args.dataset}"):
         ds = load_raws(args.project_path, args.dataset)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import weakref
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -48,6 +50,7 @@ __all__ = [
 ]
 
 DEFAULT_EMBEDDER = "minilm"
+_WORD = re.compile(r"\w+")
 
 
 @runtime_checkable
@@ -131,6 +134,7 @@ class HashingEmbedder:
             raise ConfigError(f"hashing embedder dim must be >= 1, got {dim}")
         self.dim = dim
         self.name = f"hashing-{dim}"
+        self._codes: dict[str, int] = {}  # token -> +-(bucket + 1), kept across calls
 
     def _bucket(self, token: str) -> tuple[int, float]:
         digest = hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest()
@@ -138,15 +142,24 @@ class HashingEmbedder:
         return value % self.dim, 1.0 if (value >> 63) & 1 else -1.0
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        cache: dict[str, tuple[int, float]] = {}
+        # Tokens of all texts at once, hashed once each, summed in one scatter-add (the sums of
+        # +-1 are exact in float32, so the order of additions does not matter).
+        findall = _WORD.findall
+        tokens: list[str] = []
+        per_text = np.zeros(len(texts), dtype=np.int64)
         for row, text in enumerate(texts):
-            words = re.findall(r"\w+", text.lower())
-            for token in words + [a + " " + b for a, b in zip(words, words[1:])]:
-                hit = cache.get(token)
-                if hit is None:
-                    hit = cache[token] = self._bucket(token)
-                out[row, hit[0]] += hit[1]
+            words = findall(text.lower())
+            tokens += words
+            tokens += [a + " " + b for a, b in pairwise(words)]
+            per_text[row] = 2 * len(words) - 1 if words else 0
+        codes = self._codes
+        for token in set(tokens).difference(codes):
+            bucket, sign = self._bucket(token)
+            codes[token] = int(sign) * (bucket + 1)
+        signed = np.fromiter((codes[t] for t in tokens), dtype=np.int64, count=len(tokens))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        rows = np.repeat(np.arange(len(texts)), per_text)
+        np.add.at(out, (rows, np.abs(signed) - 1), np.sign(signed).astype(np.float32))
         return out
 
     def __repr__(self) -> str:
@@ -235,6 +248,23 @@ def _ids_digest(ds: RawDataset) -> str:
     return _digest("\n".join(ds.item_ids.tolist()))
 
 
+# The item-text part of a content fingerprint, per dataset object: building 1M item texts takes
+# seconds, and every sampler of the same dataset asks again.
+_TEXT_DIGESTS: dict[int, tuple[weakref.ref, str]] = {}
+
+
+def _texts_digest(ds: RawDataset, texts: list[str] | None = None) -> str:
+    """sha256 of the joined :func:`item_texts` (what the content fingerprint hashes); ``texts``:
+    those texts if the caller has them already."""
+    held = _TEXT_DIGESTS.get(id(ds))
+    if held is not None and held[0]() is ds:
+        return held[1]
+    digest = hashlib.sha256("\n".join(item_texts(ds) if texts is None else texts).encode("utf-8")).hexdigest()
+    key = id(ds)
+    _TEXT_DIGESTS[key] = (weakref.ref(ds, lambda _: _TEXT_DIGESTS.pop(key, None)), digest)
+    return digest
+
+
 def collaborative_embedding(
     ds: RawDataset,
     project_path: str | os.PathLike | None,
@@ -274,13 +304,17 @@ def content_embedding(
     model = make_embedder(embedder)
     if model is None:
         raise ConfigError("content_embedding needs an embedder, got None / 'none'")
-    texts = item_texts(ds)
-    fingerprint = _digest("content-v1", model.name, _ids_digest(ds), "\n".join(texts))
+    known = _TEXT_DIGESTS.get(id(ds))
+    texts = None if known is not None and known[0]() is ds else item_texts(ds)
+    # v2: the texts enter through their sha256 (same embeddings; caches of v1 are recomputed once).
+    fingerprint = _digest("content-v2", model.name, _ids_digest(ds), _texts_digest(ds, texts))
     path = embedding_path(project_path, ds.name, "content") if project_path else None
     if path is not None:
         cached = load_cached(path, fingerprint)
         if cached is not None:
             return cached
+    if texts is None:
+        texts = item_texts(ds)
     parts = []
     progress = _progress(len(texts), f"embedding {ds.n_items:,} item texts ({model.name})")
     with progress:

@@ -171,3 +171,19 @@ def test_default_minilm_embedder_finds_similar_titles():
     assert emb.shape == (80, 384)
     sims = emb[:4] @ emb[:4].T
     assert np.argmax(sims[0, 1:]) + 1 == 1  # "love story in France" is nearest to "romcom in Paris"
+
+
+def test_content_cache_follows_the_item_texts(tmp_path):
+    """The content cache is keyed by the item texts: reused for the same texts (the texts'
+    digest is kept per dataset object), recomputed when a dataset's texts differ."""
+    from dataclasses import replace
+
+    ds = make_dataset(n_users=30, n_items=60, n_interactions=600, with_release=False, seed=3)
+    first = embeddings.content_embedding(ds, tmp_path, "hashing-32")
+    again = embeddings.content_embedding(ds, tmp_path, "hashing-32")
+    assert np.array_equal(first, again)
+    assert np.array_equal(first, embeddings.HashingEmbedder(32).embed(embeddings.item_texts(ds)))
+    renamed = replace(ds, item_description=[{**d, "title": d["title"] + " II"} for d in ds.item_description])
+    other = embeddings.content_embedding(renamed, tmp_path, "hashing-32")
+    assert not np.array_equal(first, other)
+    assert np.array_equal(other, embeddings.HashingEmbedder(32).embed(embeddings.item_texts(renamed)))

@@ -3,8 +3,13 @@
 Modules: :mod:`~usermirrorer.data_pipeline.sampling.scorers` (random / popularity /
 collaborative / content candidate lists and the scorer registry),
 :mod:`~usermirrorer.data_pipeline.sampling.strategies` (per-domain templates, features and
-filters) and :mod:`~usermirrorer.data_pipeline.sampling.sampler` (the sampler, the whole run
-with its report, and the split files).
+filters), :mod:`~usermirrorer.data_pipeline.sampling.sampler` (the sampler, the whole run
+with its report, and the split files), and what lets it scale to catalogs of millions:
+:mod:`~usermirrorer.data_pipeline.sampling.draws` (draw maths, a fixed CDF per distribution,
+skipped noise blocks), :mod:`~usermirrorer.data_pipeline.sampling.availability` (showable items
+without a scenes x catalog mask), :mod:`~usermirrorer.data_pipeline.sampling.neighbours`
+(blocked exact top-k, optional FAISS) and :mod:`~usermirrorer.data_pipeline.sampling.matched`
+(popularity-matched negatives from count levels).
 
 >>> from usermirrorer.data_pipeline.sampling import SceneConfig, sample_scenes
 >>> scenes, report = sample_scenes(ds, SceneConfig(n_samples=100))   # doctest: +SKIP

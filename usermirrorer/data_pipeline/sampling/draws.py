@@ -2,16 +2,69 @@
 
 Vectorised over a chunk of scenes (rows) and the catalog (columns); every random number comes
 from the caller's ``np.random.Generator``, in a fixed order, so the sampler's output is
-byte-identical for a seed.
+byte-identical for a seed. Two pieces keep that promise at catalog scale without touching
+every item per scene: :class:`ItemDistribution` holds a fixed draw distribution's CDF, built
+once instead of once per chunk, and :func:`skip_uniform_f32` reads a few values of a large
+block of uniform noise and moves the generator past the block as if it had drawn all of it.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import numpy as np
 
 from usermirrorer.errors import ConfigError
 
-__all__ = ["check_seed", "topk_desc", "gumbel", "successive_draws", "first_occurrence"]
+__all__ = [
+    "check_seed",
+    "topk_desc",
+    "gumbel",
+    "ItemDistribution",
+    "successive_draws",
+    "first_occurrence",
+    "skip_uniform_f32",
+]
+
+
+class ShowableMask(Protocol):
+    """What the draws need to know about which items each row may take (see
+    :class:`~usermirrorer.data_pipeline.sampling.availability.Availability`)."""
+
+    n_items: int
+
+    def lookup(self, scenes: np.ndarray, items: np.ndarray) -> np.ndarray: ...
+
+    def counts(self) -> np.ndarray: ...
+
+    def dense(self, scenes: np.ndarray | None = None) -> np.ndarray: ...
+
+    def block(self, scenes: np.ndarray, items: np.ndarray) -> np.ndarray: ...
+
+    def __len__(self) -> int: ...
+
+
+class _DenseMask:
+    """A ``(m, n_items)`` bool array seen through the :class:`ShowableMask` interface."""
+
+    def __init__(self, valid: np.ndarray):
+        self.valid = np.asarray(valid, dtype=bool)
+        self.n_items = self.valid.shape[1]
+
+    def __len__(self) -> int:
+        return self.valid.shape[0]
+
+    def lookup(self, scenes: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return self.valid[scenes, items]
+
+    def counts(self) -> np.ndarray:
+        return self.valid.sum(axis=1)
+
+    def dense(self, scenes: np.ndarray | None = None) -> np.ndarray:
+        return self.valid.copy() if scenes is None else self.valid[scenes]
+
+    def block(self, scenes: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return self.valid[np.asarray(scenes)[:, None], np.asarray(items)[None, :]]
 
 
 def check_seed(seed: object, name: str = "--seed") -> None:
@@ -40,8 +93,30 @@ def gumbel(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     return -np.log(-np.log(u))
 
 
-def successive_draws(logits: np.ndarray, valid: np.ndarray, k: int,
-                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+class ItemDistribution:
+    """A fixed distribution over the catalog, ``softmax(logits)``, with its CDF built once.
+
+    Args:
+        logits: float64 ``(n_items,)`` log-weights (scores / temperature).
+    """
+
+    def __init__(self, logits: np.ndarray):
+        self.logits = np.asarray(logits, dtype=np.float64)
+        self.weights = np.exp(self.logits - self.logits.max())
+        self.end = np.cumsum(self.weights)
+        self.start = self.end - self.weights
+        self.total = self.end[-1]
+
+    @property
+    def n_items(self) -> int:
+        return len(self.logits)
+
+    def __repr__(self) -> str:
+        return f"ItemDistribution(n_items={self.n_items})"
+
+
+def successive_draws(logits: np.ndarray | ItemDistribution, valid: np.ndarray | ShowableMask, k: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Per row, ``k`` valid items drawn without replacement with probability ``softmax(logits)``.
 
     Successive sampling, which has the distribution of Gumbel-top-k over the valid items but
@@ -53,23 +128,28 @@ def successive_draws(logits: np.ndarray, valid: np.ndarray, k: int,
        far removed (so heavy items that keep repeating cost nothing more);
     3. rows short after that finish with Gumbel-top-k over what is left.
 
+    Args:
+        logits: the log-weights, or an :class:`ItemDistribution` built from them once.
+        valid: ``(m, n_items)`` bool, or a :class:`ShowableMask` (sparse, for large catalogs).
+        k: items per row.
+        rng: the caller's generator.
+
     Returns ``(items, ok)`` of shape ``(m, k)``; ``ok`` is False where a row has fewer than
     ``k`` valid items.
     """
-    m, n = valid.shape
+    dist = logits if isinstance(logits, ItemDistribution) else ItemDistribution(logits)
+    mask = _DenseMask(valid) if isinstance(valid, np.ndarray) else valid
+    m, n = len(mask), dist.n_items
     k = min(k, n)
-    weights = np.exp(logits - logits.max())
-    end = np.cumsum(weights)
-    start = end - weights
-    total = end[-1]
-    n_valid = valid.sum(axis=1)
+    logits, weights, end, start, total = dist.logits, dist.weights, dist.end, dist.start, dist.total
+    n_valid = mask.counts()
     want = np.minimum(k, n_valid)
 
     # 1. i.i.d. draws.
     width = 2 * k + 4
     draws = np.minimum(np.searchsorted(end, rng.random((m, width)) * total, side="right"), n - 1)
     distinct = first_occurrence(draws, np.ones(draws.shape, dtype=bool))
-    first = distinct & valid[np.arange(m)[:, None], draws]
+    first = distinct & mask.lookup(np.arange(m)[:, None], draws)
     order = np.argsort(~first, axis=1, kind="stable")[:, :k]
     items = np.take_along_axis(draws, order, axis=1)
     ok = np.take_along_axis(first, order, axis=1)
@@ -106,7 +186,7 @@ def successive_draws(logits: np.ndarray, valid: np.ndarray, k: int,
         fresh = ~(gone[local, :used] == drawn[:, None]).any(axis=1)  # float edge: draw again
         rows, drawn = local[fresh], drawn[fresh]
         rows_global = active[rows]
-        good = valid[rows_global, drawn]
+        good = mask.lookup(rows_global, drawn)
         vg = rows_global[good]
         items[vg, got[vg]] = drawn[good]
         ok[vg, got[vg]] = True
@@ -128,7 +208,7 @@ def successive_draws(logits: np.ndarray, valid: np.ndarray, k: int,
     # 3. exact finish for the few rows still short.
     if len(local):
         rows_global = active[local]
-        rest = valid[rows_global].copy()
+        rest = mask.dense(rows_global)
         taken = gone[local]
         r_idx = np.repeat(np.arange(len(local)), cols)
         mask = taken.ravel() >= 0
@@ -154,3 +234,66 @@ def first_occurrence(items: np.ndarray, valid: np.ndarray) -> np.ndarray:
     dup = np.zeros_like(valid)
     np.put_along_axis(dup, order, dup_sorted, axis=1)
     return valid & ~dup
+
+
+_U24 = np.float32(1.0 / 16777216.0)
+
+
+def skip_uniform_f32(rng: np.random.Generator, count: int, indices: np.ndarray) -> np.ndarray:
+    """The values ``rng.random(count, dtype=np.float32)[indices]``, without drawing the rest.
+
+    Afterwards ``rng`` is where it would be after drawing all ``count`` values, so every later
+    draw is unchanged: a top-k list that needs its tie-breaking noise only for the few items near
+    the cut reads exactly the noise the dense implementation drew for them. Works on numpy's
+    PCG64 (what ``np.random.default_rng`` gives): a float32 is the high 24 bits of a 32-bit
+    half of a 64-bit output, low half first, a pending high half kept in the generator's state;
+    another bit generator draws the whole block (same values, slower).
+
+    Args:
+        rng: the generator (moved past the block).
+        count: size of the block the dense implementation drew.
+        indices: int positions inside the block (any order, repeats allowed).
+
+    Returns:
+        float32 values, one per index.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    if count <= 0:
+        return np.zeros(len(indices), dtype=np.float32)
+    bitgen = rng.bit_generator
+    if type(bitgen) is not np.random.PCG64:
+        return rng.random(count, dtype=np.float32)[indices]
+    state = bitgen.state
+    buffered = bool(state["has_uint32"])
+    # Position of each value in the stream of 32-bit halves that follow the buffered one.
+    half = indices - 1 if buffered else indices
+    out = np.empty(len(indices), dtype=np.uint64)
+    from_buffer = half < 0
+    out[from_buffer] = state["uinteger"]
+    needed = np.unique(half[~from_buffer] >> 1)
+    remaining = count - 1 if buffered else count
+    n_outputs = (remaining + 1) // 2
+    last = n_outputs - 1 if remaining % 2 else -1  # its high half stays buffered
+    wanted = np.union1d(needed, [last]) if last >= 0 else needed
+    raws = np.empty(len(wanted), dtype=np.uint64)
+    probe = np.random.PCG64()
+    probe.state = {"bit_generator": "PCG64", "state": dict(state["state"]), "has_uint32": 0, "uinteger": 0}
+    done = 0  # outputs the probe has produced so far
+    for j, q in enumerate(wanted.tolist()):
+        if q > done:
+            probe.advance(q - done)
+        raws[j] = probe.random_raw()
+        done = q + 1
+    raw_of = dict(zip(wanted.tolist(), raws.tolist()))
+    rest = ~from_buffer
+    if rest.any():
+        picked = raws[np.searchsorted(wanted, half[rest] >> 1)]
+        high = (half[rest] & 1).astype(bool)
+        out[rest] = np.where(high, picked >> np.uint64(32), picked & np.uint64(0xFFFFFFFF))
+    # Move the real generator past the block, keeping a pending high half as numpy would.
+    bitgen.advance(n_outputs)
+    after = bitgen.state
+    if last >= 0:
+        after["has_uint32"], after["uinteger"] = 1, int(raw_of[last] >> 32)
+        bitgen.state = after
+    return (out >> np.uint64(8)).astype(np.float32) * _U24

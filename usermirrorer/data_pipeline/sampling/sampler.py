@@ -25,10 +25,22 @@ available items nearest to the real item in *causal* popularity (interactions st
 item is uniform on ``0..K-1``: popularity alone cannot find the real item. Domains with logged impressions
 (``strategy.logged_exposure_key``, e.g. MIND) use the logged list instead of steps 2-4.
 
-Everything is vectorised over a chunk of scenes, and a chunk holds at most ``chunk_bytes`` of
-scores, so a 1M-item catalog is scored a few scenes at a time. All randomness comes from one
+Everything is vectorised over a chunk of scenes. All randomness comes from one
 ``np.random.Generator`` seeded by ``(seed, split, negatives)``: the same inputs and seed give
 byte-identical output.
+
+Two paths give the same scenes. Small catalogs (below :data:`SPARSE_MIN_ITEMS` items, e.g.
+ML-100K) build dense ``chunk x catalog`` masks and scores, a chunk holding at most
+``chunk_bytes`` of them. Large catalogs never do: showable items are a sparse complement
+(:mod:`~usermirrorer.data_pipeline.sampling.availability`); random and popularity lists are
+drawn from one CDF per distribution with rejection of unshowable items; collaborative and
+content top-k lists come from a blocked neighbour search over many scenes at once
+(:mod:`~usermirrorer.data_pipeline.sampling.neighbours`) that reads only the tie-breaking noise
+of the items near the cut — the same lists, byte for byte, as the dense computation with the
+same chunks. Two options trade that for speed and promise the same law instead of the same
+bytes: ``neighbours="faiss"`` (approximate content neighbours) and, on large catalogs,
+popularity-matched negatives drawn from the count levels next to the real item's
+(:mod:`~usermirrorer.data_pipeline.sampling.matched`); both use chunks of 1,024 scenes.
 """
 
 from __future__ import annotations
@@ -42,7 +54,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from usermirrorer.data_pipeline.jsonl import read_jsonl, write_jsonl
@@ -53,8 +64,25 @@ from usermirrorer.data_pipeline.popularity import (  # causal_popularity & co: r
     popularity_bins,
 )
 from usermirrorer.data_pipeline.raw import RawDataset, format_time, load_raws, parse_time, raw_paths
-from usermirrorer.data_pipeline.sampling.draws import check_seed, first_occurrence, gumbel, successive_draws, topk_desc
+from usermirrorer.data_pipeline.sampling.availability import Availability, ReleaseIndex
+from usermirrorer.data_pipeline.sampling.draws import (
+    ItemDistribution,
+    check_seed,
+    first_occurrence,
+    gumbel,
+    successive_draws,
+    topk_desc,
+)
+from usermirrorer.data_pipeline.sampling.matched import LevelIndex, MatchedDraws
+from usermirrorer.data_pipeline.sampling.neighbours import (
+    Candidates,
+    ExactNeighbours,
+    FaissNeighbours,
+    dense_product_is_small,
+    select_topk,
+)
 from usermirrorer.data_pipeline.sampling.scorers import (
+    FactorScorer,
     SceneBatch,
     Scorer,
     ScorerContext,
@@ -89,6 +117,16 @@ __all__ = [
 SPLITS = ("train", "eval")
 NEGATIVES = ("standard", "popularity-matched")
 LIST_MODES = ("topk", "multinomial")
+NEIGHBOURS = ("exact", "faiss")
+# Scenes whose neighbour lists are searched together: one matrix product per item block.
+_NEIGHBOUR_GROUP = 512
+# Below this many items a chunk's dense masks and score matrices are cheap (ML-100K: 1,682):
+# they are built as they always were; above it the sparse masks and the neighbour search take
+# over. Both give the same scenes.
+SPARSE_MIN_ITEMS = 16_384
+# Scenes per chunk where no scenes x catalog array exists and the output is promised in law,
+# not byte for byte (FAISS neighbours, popularity-matched negatives from count levels).
+_SPARSE_CHUNK = 1024
 DEFAULT_SCORERS = ("random", "popularity", "collaborative", "content")
 _NEG_INF = np.float32(-np.inf)
 
@@ -115,7 +153,14 @@ class SceneConfig:
         max_tokens: drop scenes whose chat prompt exceeds this many tokens (needs ``tokenizer``).
         tokenizer: tokenizer name (model registry name, folder or hub id) for ``max_tokens``.
         length_mode: prompt mode measured by the length filter (``"decision"`` is the longest).
-        chunk_bytes: bound on the score arrays held at once.
+        chunk_bytes: bound on the score arrays held at once (dense scorers); it also sets how
+            many scenes share one draw of the random numbers, so it is part of what a seed gives.
+        neighbours: top-k lists of the collaborative and content scorers from an ``"exact"``
+            blocked search (the same lists as scoring the whole catalog) or, for the content
+            scorer, a ``"faiss"`` approximate index (``pip install 'usermirrorer[ann]'``; for
+            catalogs of millions). The collaborative search stays exact: pruned by item norm it
+            is as fast as the index.
+        faiss_nprobe: inverted lists the FAISS index visits per query (recall vs speed).
     """
 
     n_samples: int
@@ -135,6 +180,8 @@ class SceneConfig:
     tokenizer: str | None = None
     length_mode: str = "decision"
     chunk_bytes: int = 256 * 2**20
+    neighbours: str = "exact"
+    faiss_nprobe: int = 16
 
     def validate(self) -> SceneConfig:
         """Raise ConfigError naming the setting to change; returns self."""
@@ -167,6 +214,10 @@ class SceneConfig:
             raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.chunk_bytes < 2**16:
             raise ConfigError(f"chunk_bytes must be >= 65536, got {self.chunk_bytes}")
+        if self.neighbours not in NEIGHBOURS:
+            raise ConfigError(f"neighbours must be one of {NEIGHBOURS}, got {self.neighbours!r}")
+        if self.faiss_nprobe < 1:
+            raise ConfigError(f"faiss_nprobe must be >= 1, got {self.faiss_nprobe}")
         return self
 
 
@@ -295,6 +346,14 @@ class SceneSampler:
         strategy: the domain strategy (default: ``get_strategy(ds.name)``).
         project_path: working directory for embedding caches (None: no cache).
         fit_rows: interaction rows the collaborative/popularity scorers are fitted on (None: all).
+
+    Attributes (besides the arguments):
+        chunk: scenes drawn together (one draw of each random block).
+        sparse: whether the catalog-scale path is taken (see the module docstring).
+        searchers: per top-k factor scorer index, its neighbour search (sparse path only).
+        matched: the count-level draws of popularity-matched negatives (sparse path only).
+        stats: ``dense_recomputed_lists``: exact lists recomputed over the whole catalog because
+            their cut fell inside an exact score tie.
     """
 
     def __init__(
@@ -319,6 +378,7 @@ class SceneSampler:
                     f"expected one time per item ({ds.n_items},)"
                 )
         self.release = release
+        self.release_index = ReleaseIndex(release, ds.n_items)
         self.has_domain_filter = (
             type(self.strategy).exclude_candidates is not DomainStrategy.exclude_candidates
         )
@@ -338,6 +398,20 @@ class SceneSampler:
         live = len(self.scorers) + 4 if self.scorers else 8
         per_row_bytes = max(1, ds.n_items) * 4 * live
         self.chunk = int(np.clip(config.chunk_bytes // per_row_bytes, 1, 1024))
+        # Fixed draw distributions (static multinomial scorers, the uniform top-up): one CDF each.
+        self._distributions: dict[tuple[int, float], ItemDistribution] = {}
+        self._uniform = ItemDistribution(np.zeros(max(1, ds.n_items)))
+        self.sparse = ds.n_items >= SPARSE_MIN_ITEMS or config.neighbours == "faiss"
+        self.searchers = self._build_searchers() if self.sparse else {}
+        self.matched = None
+        if self.sparse and config.negatives == "popularity-matched" and self.logged_key is None:
+            self.matched = MatchedDraws(LevelIndex(ds.inter_item, ds.inter_time, ds.n_items), release,
+                                        config.popularity_window * (config.max_exposure - 1))
+        if self.sparse and (self.matched is not None or (config.neighbours == "faiss" and self.searchers)):
+            # Nothing here is catalog-sized per scene, and these modes do not reproduce the dense
+            # draws anyway: large chunks amortise the per-chunk work.
+            self.chunk = _SPARSE_CHUNK
+        self.stats = {"dense_recomputed_lists": 0}
 
     def _build_scorers(self, fit_rows: np.ndarray | None) -> list[Scorer]:
         config = self.config
@@ -349,6 +423,31 @@ class SceneSampler:
         ctx = ScorerContext(project_path=self.project_path, embedder=config.embedder,
                             fit_rows=fit_rows, dim=config.collaborative_dim, seed=config.seed)
         return [make_scorer(name, self.ds, ctx) for name in names]
+
+    def _build_searchers(self) -> dict[int, ExactNeighbours | FaissNeighbours]:
+        """A neighbour search per top-k factor scorer (collaborative, content), by scorer index."""
+        config = self.config
+        out: dict[int, ExactNeighbours | FaissNeighbours] = {}
+        if self.ds.n_items < 2:
+            return out
+        for i, scorer in enumerate(self.scorers):
+            if (config.list_mode or scorer.default_mode) != "topk" or not isinstance(scorer, FactorScorer):
+                continue
+            factors = np.asarray(scorer.item_factors, dtype=np.float32)
+            if config.neighbours == "faiss" and not scorer.normalise:
+                out[i] = FaissNeighbours(factors, nprobe=config.faiss_nprobe, seed=config.seed)
+            else:
+                # Degree-scaled factors (collaborative) prune so well by norm that the exact search
+                # is as fast as an index (and exact): it stays exact in "faiss" mode too.
+                out[i] = ExactNeighbours(factors, prune=bool(scorer.normalise))
+        return out
+
+    def _distribution(self, i: int, scorer: Scorer) -> ItemDistribution:
+        key = (i, self.config.temperature)  # a retargeted sampler may change the temperature
+        if key not in self._distributions:
+            static = np.asarray(scorer.static_scores, dtype=np.float64)
+            self._distributions[key] = ItemDistribution(static / self.config.temperature)
+        return self._distributions[key]
 
     def __repr__(self) -> str:
         return (f"SceneSampler({self.ds.name!r}, split={self.config.split!r}, "
@@ -392,42 +491,92 @@ class SceneSampler:
         records: dict[int, dict[str, Any]] = {}
         if self.config.negatives == "popularity-matched" and self.logged_key is None:
             order = np.argsort(self.ds.inter_time[rows], kind="stable")
-            counter = CausalCounts(self.ds)
+            # Matched negatives from count levels read the level index, not running counts.
+            counter = None if self.matched is not None else CausalCounts(self.ds)
             for start in range(0, len(rows), self.chunk):
                 idx = order[start:start + self.chunk]
                 records.update(self._chunk(rows[idx], idx, rng, report, counter))
                 if progress is not None:
                     progress(len(idx))
         else:
-            for start in range(0, len(rows), self.chunk):
-                idx = np.arange(start, min(start + self.chunk, len(rows)))
-                records.update(self._chunk(rows[idx], idx, rng, report, None))
-                if progress is not None:
-                    progress(len(idx))
+            # Neighbour candidates depend on the rows only (not on random numbers), so they are
+            # searched for several chunks at once; the chunks then draw in their usual order.
+            per_group = max(1, _NEIGHBOUR_GROUP // self.chunk) * self.chunk
+            for group in range(0, len(rows), per_group):
+                group_rows = rows[group:group + per_group]
+                found = self.neighbour_candidates(group_rows)
+                for start in range(group, group + len(group_rows), self.chunk):
+                    idx = np.arange(start, min(start + self.chunk, len(rows)))
+                    pre = {i: c.rows(start - group, idx[-1] + 1 - group) for i, c in found.items()}
+                    records.update(self._chunk(rows[idx], idx, rng, report, None, pre))
+                    if progress is not None:
+                        progress(len(idx))
         return [records[i] for i in range(len(rows)) if i in records]
 
-    def _chunk(self, rows: np.ndarray, idx: np.ndarray, rng: np.random.Generator,
-               report: SceneReport | None, counter: CausalCounts | None) -> dict[int, dict[str, Any]]:
-        ds, config = self.ds, self.config
-        m = len(rows)
+    def _scene_arrays(self, rows: np.ndarray):
+        ds = self.ds
         users = ds.inter_user[rows].astype(np.int64)
         times = ds.inter_time[rows]
         targets = ds.inter_item[rows].astype(np.int64)
         user_start = ds.user_ptr[users]
         hist_stop = np.searchsorted(self.key, self.key[rows], "left")  # strictly before t
         seen_stop = np.searchsorted(self.key, self.key[rows], "right")  # before or at t
+        return users, times, targets, user_start, hist_stop, seen_stop
+
+    def _availability(self, times, targets, user_start, seen_stop) -> Availability | np.ndarray:
+        """Showable items: released by t, not interacted with before or at t, not the target
+        (a dense ``(m, n_items)`` mask for small catalogs)."""
+        seen_rows, seen_ptr = _concat_ranges(user_start, seen_stop)
+        m = len(times)
+        if not self.sparse:
+            if self.release is not None:
+                valid = self.release[None, :] <= times[:, None]
+            else:
+                valid = np.ones((m, self.ds.n_items), dtype=bool)
+            valid[np.repeat(np.arange(m), np.diff(seen_ptr)), self.ds.inter_item[seen_rows]] = False
+            valid[np.arange(m), targets] = False
+            return valid
+        # Each scene's excluded items: its seen rows' items, then its target.
+        items = np.empty(len(seen_rows) + m, dtype=np.int64)
+        ptr = seen_ptr + np.arange(m + 1)
+        slot = np.arange(len(seen_rows)) + np.repeat(np.arange(m), np.diff(seen_ptr))
+        items[slot] = self.ds.inter_item[seen_rows]
+        items[ptr[1:] - 1] = targets
+        return Availability(self.release_index, times, ptr, items)
+
+    def neighbour_candidates(self, rows: np.ndarray) -> dict[int, Candidates]:
+        """Per searched scorer, the items that may enter each scene's top-k list."""
+        if not self.searchers or self.config.max_exposure < 2:
+            return {}
+        users, times, targets, user_start, hist_stop, seen_stop = self._scene_arrays(rows)
+        hist_rows, hist_ptr = _concat_ranges(user_start, hist_stop)
+        batch = SceneBatch(users, times, targets, hist_ptr, hist_rows)
+        avail = self._availability(times, targets, user_start, seen_stop)
+        length = min(self.config.max_exposure - 1, self.ds.n_items)
+        return {i: searcher.candidates(self.scorers[i].queries(batch), avail, length, self.scorers[i].normalise)
+                for i, searcher in self.searchers.items()}
+
+    def _chunk(self, rows: np.ndarray, idx: np.ndarray, rng: np.random.Generator,
+               report: SceneReport | None, counter: CausalCounts | None,
+               candidates: dict[int, Candidates] | None = None) -> dict[int, dict[str, Any]]:
+        config = self.config
+        m = len(rows)
+        users, times, targets, user_start, hist_stop, seen_stop = self._scene_arrays(rows)
         sizes = rng.integers(config.min_exposure, config.max_exposure + 1, size=m)
 
         if self.logged_key is not None:
             others = self._logged_others(rows, targets, sizes, rng)
         else:
-            valid = self._available(users, times, targets, user_start, seen_stop)
-            if counter is not None:
-                others = self._matched_others(users, times, targets, sizes, valid, rng, counter)
+            avail = self._availability(times, targets, user_start, seen_stop)
+            if self.matched is not None:
+                others = self._matched_others_sparse(users, times, targets, sizes, avail, rng)
+            elif counter is not None:
+                dense = avail if isinstance(avail, np.ndarray) else avail.dense()
+                others = self._matched_others(users, times, targets, sizes, dense, rng, counter)
             else:
                 hist_rows, hist_ptr = _concat_ranges(user_start, hist_stop)
                 batch = SceneBatch(users, times, targets, hist_ptr, hist_rows)
-                others = self._merged_others(batch, sizes, valid, rng)
+                others = self._merged_others(batch, sizes, avail, rng, candidates or {})
 
         # K shrinks to what is available; below min_exposure the scene is dropped.
         counts = np.array([len(o) for o in others], dtype=np.int64)
@@ -454,43 +603,49 @@ class SceneSampler:
                                             h_start, int(hist_stop[j]))
         return out
 
-    def _available(self, users, times, targets, user_start, seen_stop) -> np.ndarray:
-        """``(m, n_items)`` bool: items that may be shown (released, not yet interacted, not the target)."""
-        ds = self.ds
-        m = len(users)
-        if self.release is not None:
-            valid = self.release[None, :] <= times[:, None]
-        else:
-            valid = np.ones((m, ds.n_items), dtype=bool)
-        seen_rows, seen_ptr = _concat_ranges(user_start, seen_stop)
-        scene_of = np.repeat(np.arange(m), np.diff(seen_ptr))
-        valid[scene_of, ds.inter_item[seen_rows]] = False
-        valid[np.arange(m), targets] = False
-        return valid
-
-    def _merged_others(self, batch: SceneBatch, sizes, valid: np.ndarray,
-                       rng: np.random.Generator) -> list[np.ndarray]:
+    def _merged_others(self, batch: SceneBatch, sizes, avail: Availability | np.ndarray, rng: np.random.Generator,
+                       candidates: dict[int, Candidates]) -> list[np.ndarray]:
         config = self.config
         m = len(batch)
+        n = self.ds.n_items
         length = config.max_exposure - 1
         if length == 0:
             return [np.zeros(0, dtype=np.int64) for _ in range(m)]
         lists, list_ok = [], []
-        invalid = ~valid
-        for scorer in self.scorers:
+        invalid = None  # the dense mask, built only for a scorer that scores the whole catalog
+        queries = {}
+        for i, scorer in enumerate(self.scorers):
             mode = config.list_mode or scorer.default_mode
             static = getattr(scorer, "static_scores", None)
             if mode == "multinomial" and static is not None:
                 # Same weights for every scene: draw from one CDF instead of scoring the catalog.
-                logits = np.asarray(static, dtype=np.float64) / config.temperature
-                top, ok = successive_draws(logits, valid, length, rng)
+                top, ok = successive_draws(self._distribution(i, scorer), avail, length, rng)
                 lists.append(top)
                 list_ok.append(ok)
                 continue
+            if mode == "topk" and i in candidates and (config.neighbours == "faiss" or not dense_product_is_small(
+                    m, n, scorer.item_factors.shape[1])):
+                # Top-k from the neighbour search; its noise is read from the same place in the
+                # random stream as the dense block below would draw it.
+                exact = isinstance(self.searchers[i], ExactNeighbours)
+
+                def dense_row(scenes: np.ndarray, scorer=scorer, i=i) -> np.ndarray:
+                    if i not in queries:
+                        queries[i] = scorer.queries(batch)
+                    return self.searchers[i].dense_rows(queries[i][scenes])
+
+                top, ok, n_dense = select_topk(candidates[i], length, rng, avail, dense_row if exact else None,
+                                               block_noise=config.neighbours == "exact")
+                self.stats["dense_recomputed_lists"] += n_dense
+                lists.append(top)
+                list_ok.append(ok)
+                continue
+            if invalid is None:
+                invalid = ~(avail if isinstance(avail, np.ndarray) else avail.dense())
             scores = np.asarray(scorer.scores(batch), dtype=np.float32)
-            if scores.shape != valid.shape:
+            if scores.shape != invalid.shape:
                 raise ConfigError(
-                    f"scorer {scorer.name!r} returned shape {scores.shape}; expected {valid.shape}"
+                    f"scorer {scorer.name!r} returned shape {scores.shape}; expected {invalid.shape}"
                 )
             if mode == "multinomial":
                 scores = scores / np.float32(config.temperature) + gumbel(rng, scores.shape)
@@ -515,11 +670,34 @@ class SceneSampler:
         merged = stacked[np.arange(m)[:, None], labels, occurrence]
         merged_ok = stacked_ok[np.arange(m)[:, None], labels, occurrence]
         # Behind the merge: a uniform list, used only when the merge runs short.
-        fallback, fallback_ok = successive_draws(np.zeros(valid.shape[1]), valid, width, rng)
+        fallback, fallback_ok = successive_draws(self._uniform, avail, width, rng)
         merged = np.concatenate([merged, fallback], axis=1)
         merged_ok = np.concatenate([merged_ok, fallback_ok], axis=1)
         keep = first_occurrence(merged, merged_ok)
         return self._finish(batch.users, batch.times, merged, keep, sizes)
+
+    def _matched_others_sparse(self, users, times, targets, sizes, avail: Availability,
+                               rng: np.random.Generator) -> list[np.ndarray]:
+        """The same distribution as :meth:`_matched_others`, from the count levels next to the real
+        item's (:class:`~usermirrorer.data_pipeline.sampling.matched.MatchedDraws`)."""
+        m = len(times)
+        ex_scene, ex_item = avail.excluded()
+        bounds = np.searchsorted(ex_scene, np.arange(m + 1))
+        sides = []
+        for j in range(m):
+            sides.append(self.matched.sides(int(targets[j]), int(times[j]), ex_item[bounds[j]:bounds[j + 1]], rng))
+        n_above = rng.integers(0, sizes)  # options more popular than the real item: uniform 0..K-1
+        width = 2 * self.matched.window
+        candidates = np.zeros((m, width), dtype=np.int64)
+        ok = np.zeros((m, width), dtype=bool)
+        for j, (up, down) in enumerate(sides):
+            need = int(sizes[j]) - 1
+            b = min(need - min(int(n_above[j]), len(up)), len(down))
+            a = min(len(up), need - b)
+            row = np.concatenate([up[:a], down[:b], up[a:], down[b:]])
+            candidates[j, : len(row)] = row
+            ok[j, : len(row)] = True
+        return self._finish(users, times, candidates, ok, sizes)
 
     def _matched_others(self, users, times, targets, sizes, valid: np.ndarray, rng: np.random.Generator,
                         counter: CausalCounts) -> list[np.ndarray]:
@@ -765,14 +943,19 @@ def sample_scenes(
 def _retarget(sampler: SceneSampler, config: SceneConfig) -> SceneSampler:
     """The same sampler (scorers, embeddings) under another config that shares its scorers."""
     old = sampler.config
-    same_scorers = (old.scorers, old.embedder, old.collaborative_dim, old.negatives) == (
-        config.scorers, config.embedder, config.collaborative_dim, config.negatives)
+    same_scorers = (old.scorers, old.embedder, old.collaborative_dim, old.negatives, old.neighbours,
+                    old.list_mode) == (
+        config.scorers, config.embedder, config.collaborative_dim, config.negatives, config.neighbours,
+        config.list_mode)
     if not same_scorers:
-        raise ConfigError("a prepared SceneSampler can only be reused with the same scorers, "
-                          "embedder, dimension and negatives")
+        raise ConfigError("a prepared SceneSampler can only be reused with the same scorers, embedder, "
+                          "dimension, negatives, neighbours and list mode; build a new one")
     new = object.__new__(SceneSampler)
     new.__dict__.update(sampler.__dict__)
     new.config = config.validate()
+    window = config.popularity_window * (config.max_exposure - 1)
+    if new.matched is not None and new.matched.window != window:
+        new.matched = MatchedDraws(new.matched.index, new.release, window)
     return new
 
 

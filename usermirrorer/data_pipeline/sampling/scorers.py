@@ -16,6 +16,10 @@ all randomness is added by the sampler from the caller's generator. Scene sampli
 that may not be shown (already interacted, unreleased, the real item) itself. A scorer whose
 scores are the same for every scene may expose them as ``static_scores`` (1-D, ``n_items``):
 multinomial lists are then drawn from one distribution without scoring the catalog per scene.
+A scorer whose scores are a product ``q_j . f_i`` may expose it (see :class:`FactorScorer`): its
+top-k lists then come from a blocked neighbour search
+(:mod:`~usermirrorer.data_pipeline.sampling.neighbours`), exact or approximate, instead of a
+scenes x catalog score matrix.
 
 Scorers are built by factories registered by name with :func:`register_scorer`::
 
@@ -52,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SceneBatch",
     "Scorer",
+    "FactorScorer",
     "ScorerContext",
     "ScorerFactory",
     "register_scorer",
@@ -106,6 +111,24 @@ class Scorer(Protocol):
 
     def scores(self, batch: SceneBatch) -> np.ndarray:
         """Float32 ``(len(batch), n_items)`` scores; higher = more likely shown."""
+        ...
+
+
+@runtime_checkable
+class FactorScorer(Protocol):
+    """A scorer whose scores are ``queries(batch) @ item_factors.T``, each row divided by its
+    largest absolute value when ``normalise`` (what ``scores`` returns, computed the same way)."""
+
+    name: str
+    default_mode: str
+    item_factors: np.ndarray
+    normalise: bool
+
+    def queries(self, batch: SceneBatch) -> np.ndarray:
+        """Float32 ``(len(batch), dim)`` query vectors."""
+        ...
+
+    def scores(self, batch: SceneBatch) -> np.ndarray:
         ...
 
 
@@ -274,11 +297,15 @@ class CollaborativeScorer:
     name = "collaborative"
     default_mode = "topk"
 
+    normalise = True
+
     def __init__(self, ds: RawDataset, embedding: np.ndarray):
         self.item_of_row = ds.inter_item
         self.embedding = np.asarray(embedding, dtype=np.float32)
+        self.item_factors = self.embedding
 
-    def scores(self, batch: SceneBatch) -> np.ndarray:
+    def queries(self, batch: SceneBatch) -> np.ndarray:
+        """Float32 ``(len(batch), dim)``: ``r_u V``, the user's binary history row times ``V``."""
         from scipy import sparse
 
         items = self.item_of_row[batch.history_rows]
@@ -288,7 +315,10 @@ class CollaborativeScorer:
         )
         rows.sum_duplicates()
         rows.data[:] = 1.0
-        out = np.asarray(rows @ self.embedding, dtype=np.float32) @ self.embedding.T
+        return np.asarray(rows @ self.embedding, dtype=np.float32)
+
+    def scores(self, batch: SceneBatch) -> np.ndarray:
+        out = self.queries(batch) @ self.embedding.T
         scale = np.maximum(out.max(axis=1), -out.min(axis=1))[:, None]
         np.divide(out, scale, out=out, where=scale > 0)
         return out
@@ -302,14 +332,20 @@ class ContentScorer:
 
     name = "content"
     default_mode = "topk"
+    normalise = False
 
     def __init__(self, embedding: np.ndarray):
         emb = np.asarray(embedding, dtype=np.float32)
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
         self.unit = np.divide(emb, norms, out=np.zeros_like(emb), where=norms > 0)
+        self.item_factors = self.unit
+
+    def queries(self, batch: SceneBatch) -> np.ndarray:
+        """Float32 ``(len(batch), dim)``: the real items' unit text embeddings."""
+        return self.unit[batch.targets]
 
     def scores(self, batch: SceneBatch) -> np.ndarray:
-        return self.unit[batch.targets] @ self.unit.T
+        return self.queries(batch) @ self.unit.T
 
     def __repr__(self) -> str:
         return f"ContentScorer(n_items={self.unit.shape[0]}, dim={self.unit.shape[1]})"
