@@ -19,7 +19,7 @@ import numpy as np
 from usermirrorer.envs.agents import Recommender
 from usermirrorer.envs.rec_env import RecEnv, simulate_steps
 
-__all__ = ["EpisodeLog", "run_arena", "summarize", "METRICS"]
+__all__ = ["EpisodeLog", "begin_episode", "run_arena", "summarize", "METRICS"]
 
 
 @dataclass
@@ -39,6 +39,13 @@ class EpisodeLog:
     @property
     def episode_return(self) -> float:
         return float(sum(self.rewards))
+
+
+def begin_episode(agent: Recommender, episode_seed: int) -> None:
+    """Tell an agent with ``begin_episode(seed)`` (its own draws seeded per episode) which one starts."""
+    begin = getattr(agent, "begin_episode", None)
+    if begin is not None:
+        begin(episode_seed)
 
 
 StepCallback = Callable[[str, RecEnv, np.ndarray, float, dict[str, Any]], None]
@@ -84,9 +91,7 @@ def run_arena(
         current: dict[str, EpisodeLog] = {}
         options = episode_options(episode) if episode_options is not None else None
         for name, env in envs.items():
-            begin = getattr(agents[name], "begin_episode", None)
-            if begin is not None:
-                begin(seed + episode)
+            begin_episode(agents[name], seed + episode)
             obs, info = env.reset(seed=seed + episode, options=options)
             state[name] = (obs, info)
             current[name] = EpisodeLog(name, episode, info["user_id"])

@@ -37,7 +37,7 @@ import numpy as np
 
 from usermirrorer.errors import ConfigError, UserMirrorerError
 from usermirrorer.sim.metrics import fit_prior_weight, fit_temperature
-from usermirrorer.sim.mnl import fit_scenes_from_log
+from usermirrorer.sim.mnl import fit_scenes_from_log, interleave_halves
 from usermirrorer.sim.prompts import MODES
 from usermirrorer.sim.simulator import DEBIAS
 from usermirrorer.fidelity import report
@@ -515,7 +515,7 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
         # interleave the two constructions so a prefix of the list holds both
         half = len(fit_scenes) // 2
         fit_by_construction = {"standard": fit_scenes[:half], "popularity-matched": fit_scenes[half:]}
-        fit_scenes = [s for pair in zip(fit_scenes[:half], fit_scenes[half:]) for s in pair] + fit_scenes[2 * half:]
+        fit_scenes = interleave_halves(fit_scenes)
         for i, scene in enumerate(fit_scenes):
             scene["scene_id"] = f"fit-{i}"
         fit_by_construction["both"] = fit_scenes

@@ -56,7 +56,7 @@ from usermirrorer.data_pipeline.raw import RawDataset, format_time
 from usermirrorer.data_pipeline.training.stage import progress_bar
 from usermirrorer.envs import RecEnv
 from usermirrorer.envs.agents import Recommender, make_recommender
-from usermirrorer.envs.arena import EpisodeLog, run_arena
+from usermirrorer.envs.arena import EpisodeLog, begin_episode, run_arena
 from usermirrorer.errors import ConfigError, DataError
 from usermirrorer.fidelity.rank_agreement import (
     bootstrap_agreement,
@@ -71,7 +71,7 @@ from usermirrorer.fidelity.workspace import (
 )
 from usermirrorer.sim.choice_models import make_choice_model
 from usermirrorer.sim.metrics import fit_temperature
-from usermirrorer.sim.mnl import fit_scenes_from_log
+from usermirrorer.sim.mnl import fit_scenes_from_log, interleave_halves
 from usermirrorer.sim.outside_option import QuantileOutsideOption
 from usermirrorer.sim.simulator import SimOptions, UserSimulator
 
@@ -211,9 +211,7 @@ def real_log_scores(ds: RawDataset, agents: dict[str, Recommender], episodes: Se
     for e, episode in enumerate(episodes):
         obs, info = env.reset(seed=seed + e, options=episode.reset_options)
         for a, agent in enumerate(agents.values()):
-            begin = getattr(agent, "begin_episode", None)
-            if begin is not None:
-                begin(seed + e)
+            begin_episode(agent, seed + e)
             slate = agent.recommend(copy.deepcopy(obs), dict(info))
             scores = slate_metrics(slate, episode.next_items)
             for m, v in scores.items():
@@ -422,8 +420,7 @@ def run_policy_ranking(config: PolicyRankingConfig, console: Any = None) -> dict
         scenes = fit_scenes_from_log(ds, config.fit_scenes, k=config.slate_size, seed=config.seed,
                                      users=list(split.train_users), exclude_users=list(split.eval_users),
                                      embedder=config.embedder, project_path=config.project_path)
-        half = len(scenes) // 2  # interleave the two constructions so a prefix holds both
-        fit_scenes = [s for pair in zip(scenes[:half], scenes[half:]) for s in pair] + scenes[2 * half:]
+        fit_scenes = interleave_halves(scenes)  # an LLM's temperature is fitted on a prefix
 
     simulators: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}

@@ -36,7 +36,7 @@ from usermirrorer.data_pipeline.sampling.strategies import get_strategy
 from usermirrorer.errors import ConfigError, DataError
 from usermirrorer.sim.baselines import _BaselineChoiceModel
 
-__all__ = ["FEATURES", "MultinomialLogitChoiceModel", "fit_scenes_from_log", "fitted_mnl"]
+__all__ = ["FEATURES", "MultinomialLogitChoiceModel", "fit_scenes_from_log", "interleave_halves", "fitted_mnl"]
 
 FEATURES: tuple[str, ...] = ("popularity", "collaborative", "content", "recency", "genre")
 _GENRE_KEYS = ("genres", "categories", "tags")
@@ -213,6 +213,13 @@ def fit_scenes_from_log(ds: RawDataset, n_scenes: int = 1000, k: int = 5, seed: 
         scenes, _ = sample_scenes(ds, config, project_path=project_path, users=users, exclude_users=exclude_users)
         out.extend(scenes)
     return out
+
+
+def interleave_halves(scenes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`fit_scenes_from_log`'s two halves (standard, then popularity-matched) interleaved,
+    so every prefix of the list holds both constructions alike."""
+    half = len(scenes) // 2
+    return [s for pair in zip(scenes[:half], scenes[half:]) for s in pair] + list(scenes[2 * half:])
 
 
 def fitted_mnl(ds: RawDataset, fit_scenes: Sequence[dict[str, Any]] | None = None, *, n_fit: int = 1000,

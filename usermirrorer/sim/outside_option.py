@@ -25,7 +25,7 @@ from usermirrorer.data_pipeline.raw import RawDataset, parse_time
 from usermirrorer.data_pipeline.sampling.strategies import DomainStrategy, get_strategy
 from usermirrorer.data_pipeline.scene import render_scene, scene_fields, scene_text
 from usermirrorer.errors import ConfigError
-from usermirrorer.sim.simulator import ChoiceResult
+from usermirrorer.sim.simulator import ChoiceResult, _softmax
 
 __all__ = ["QuantileOutsideOption"]
 
@@ -118,7 +118,5 @@ class QuantileOutsideOption:
                 out.append(answer)
                 continue
             scores = np.append(answer.scores, self._memo[self.threshold_key(scene)])
-            z = scores / temperature
-            z = np.exp(z - z.max())
-            out.append(ChoiceResult(probs=z / z.sum(), scores=scores))
+            out.append(ChoiceResult(probs=_softmax(scores / temperature), scores=scores))
         return out[0] if single else out
