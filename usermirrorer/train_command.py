@@ -36,7 +36,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
               next-item  language modelling of the real item's text after the user's profile
                          and history (loss on the item's tokens);
               listwise   softmax over the K options' summed log-probs (divided by a learned
-                         temperature) against the real option.
+                         temperature) against the real option;
+              letters    the paper's letter format (direct mode): cross-entropy over the K
+                         option letters, real item moved so every letter is the answer
+                         equally often (its checkpoints are scored in direct mode).
             Top layers only, bf16 autocast where the CPU has it. Writes
             <W>/fidelity/likelihood-ft/<loss>/: checkpoints/ex-<N> at the learning-curve points,
             state.pt (an interrupted run resumes from it) and training.json. Then
@@ -52,7 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="shipped config: cpu (SmolLM2-135M on 2 cores) or tiny (tiny random model)")
     p.add_argument("--config", metavar="YAML", help="your own config file instead of --profile")
     p.add_argument("--project-path", metavar="W", help="working directory (default: the config's, ./workspace)")
-    p.add_argument("--loss", choices=LOSSES, help="next-item or listwise (default: the config's)")
+    p.add_argument("--loss", choices=LOSSES, help="next-item, listwise or letters (default: the config's)")
     p.add_argument("--examples", type=int, help="train examples in total (default: the config's)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: the config's)")
     p.add_argument("--trainable-layers", type=int, help="top decoder layers that learn (default: the config's)")

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from usermirrorer.data_pipeline.training.likelihood_train import LOSS_MODES
 from usermirrorer.errors import ConfigError, UserMirrorerError
 from usermirrorer.sim.metrics import fit_prior_weight, fit_temperature
 from usermirrorer.sim.mnl import fit_scenes_from_log, interleave_halves
@@ -232,7 +233,12 @@ ROLE_CURVE = "learning curve"
 
 
 def _trained_label(manifest: Mapping[str, Any], examples: int) -> str:
-    return f"{_short(manifest['base_model'])} trained ({manifest['loss']}, {examples} ex), likelihood"
+    return f"{_short(manifest['base_model'])} trained ({manifest['loss']}, {examples} ex), {_trained_mode(manifest)}"
+
+
+def _trained_mode(manifest: Mapping[str, Any]) -> str:
+    """The simulator mode a training's checkpoints are scored in (its loss trained for it)."""
+    return LOSS_MODES.get(manifest["loss"], "likelihood")
 
 
 def plan_rows(config: FidelityConfig, direct_ft_manifest: Mapping[str, Any] | None,
@@ -280,12 +286,13 @@ def plan_rows(config: FidelityConfig, direct_ft_manifest: Mapping[str, Any] | No
         *earlier, last = sorted(manifest["checkpoints"], key=lambda c: c["examples"])
         note = (f"{manifest['loss']} loss on {last['examples']} train-user scenes, top "
                 f"{manifest['config']['trainable_layers']} layers, {last['seconds'] / 60:.0f} min")
-        final = llm(_trained_label(manifest, last["examples"]), last["model_dir"], "likelihood", "fine-tuned", note)
+        mode = _trained_mode(manifest)
+        final = llm(_trained_label(manifest, last["examples"]), last["model_dir"], mode, "fine-tuned", note)
         if config.trained_limit:
             final = replace(final, limit=min(x for x in (final.limit, config.trained_limit) if x))
         rows.append(final)
         for point in earlier:
-            curve_row = llm(_trained_label(manifest, point["examples"]), point["model_dir"], "likelihood", ROLE_CURVE,
+            curve_row = llm(_trained_label(manifest, point["examples"]), point["model_dir"], mode, ROLE_CURVE,
                             f"learning-curve point: {point['examples']} train-user scenes")
             rows.append(replace(curve_row, limit=min(x for x in (curve_row.limit, config.curve_limit) if x)))
     for ft in config.finetuned:

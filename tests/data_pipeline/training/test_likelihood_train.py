@@ -171,3 +171,33 @@ def test_eval_users_and_bad_configs_are_refused(tiny_model_dir, tmp_path):
     # the manifest's command reproduces a config: the profile plus what differs
     assert command_line(profile_config("cpu", examples=600, batch_size=4)) == (
         "usermirrorer train --profile cpu --project-path ./workspace --examples 600 --set batch_size=4 --curve 250,500")
+
+
+def test_letter_examples_carry_no_letter_prior_and_score_what_letter_mode_reads(tiny_model_dir):
+    """``letters`` loss: the i-th scene's real item is moved to letter i mod K (cyclic shift), and
+    the packed letter scores are the direct-mode letter log-probs of the shown order."""
+    from transformers import AutoModelForCausalLM
+
+    from usermirrorer.data_pipeline.scene import reorder_options
+    from usermirrorer.sim.backends.transformers_backend import TransformersBackend
+    from usermirrorer.sim.prompts import build_prompt
+
+    k = len(GENRES)
+    scenes = genre_scenes(3 * k, seed=4, prefix="l")
+    encoder = ChatPromptEncoder.from_pretrained(str(tiny_model_dir))
+    examples = encode_examples(scenes, encoder, "letters", 4096)
+    assert [e.target for e in examples] == [i % k for i in range(len(scenes))]
+    assert np.bincount([e.target for e in examples], minlength=k).tolist() == [3] * k  # every letter equally often
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+    backend = TransformersBackend(str(tiny_model_dir), dtype="fp32", share_prefix=False)
+    for i, (example, scene) in enumerate(zip(examples, scenes)):
+        shift = (scene["item_pos"] - i) % k
+        shown = reorder_options(scene, [(j + shift) % k for j in range(k)], "check")
+        assert shown["item_pos"] == example.target
+        # the options keep their order around the circle
+        assert shown["text"]["action_list"] == [scene["text"]["action_list"][(j + shift) % k] for j in range(k)]
+        prompt = build_prompt(shown, "direct")
+        (expected,) = backend.letter_logprobs([prompt], [list(prompt.letters)])
+        with torch.no_grad():
+            packed = torch.log_softmax(option_logprobs(model, example, autocast=False), dim=0).numpy()
+        np.testing.assert_allclose(packed, expected, atol=1e-5, rtol=0)

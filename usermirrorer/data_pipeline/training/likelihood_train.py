@@ -7,6 +7,12 @@ on the users a benchmark split left for training, in one of two losses:
 - ``next-item``: language modelling of the real item's text after the scene's context (the
   likelihood-mode prompt), loss on the item's tokens only. Every real interaction of a train
   user is such an example.
+- ``letters``: the paper's letter format, re-tested with this machinery (#13 item 3): the
+  direct-mode prompt, cross-entropy over the K option letters' logits at the answer position
+  (renormalised over the letters, as letter mode reads them). Each scene's options are shifted
+  cyclically so that the real item sits at letter ``i mod K`` for the ``i``-th scene: every
+  letter is the answer equally often, so the data carry no letter prior to learn. Checkpoints
+  are scored in direct mode by the fidelity benchmark.
 - ``listwise``: a softmax over the scene's K option PMI scores (each option's summed token
   log-probs after the scene's context minus after the neutral context: likelihood mode's
   default score) divided by a learned temperature, against the real option: the benchmark's
@@ -59,7 +65,7 @@ from typing import Any
 import numpy as np
 
 from usermirrorer.data_pipeline.raw import RawDataset
-from usermirrorer.data_pipeline.scene import scene_target, scene_text
+from usermirrorer.data_pipeline.scene import reorder_options, scene_target, scene_text
 from usermirrorer.data_pipeline.training.stage import progress_bar
 from usermirrorer.data_pipeline.training.train_scenes import TRAIN_NEGATIVES, sample_train_scenes
 from usermirrorer.errors import ConfigError, DataError
@@ -67,10 +73,11 @@ from usermirrorer.sim.backends.base import ChatPromptEncoder
 from usermirrorer.sim.backends.transformers_backend import cpu_supports_bf16
 from usermirrorer.sim.metrics import fit_temperature
 from usermirrorer.sim.models import resolve_model
-from usermirrorer.sim.prompts import build_likelihood_prompt
+from usermirrorer.sim.prompts import build_likelihood_prompt, build_prompt
 
 __all__ = [
     "LOSSES",
+    "LOSS_MODES",
     "MANIFEST_NAME",
     "PROFILES",
     "LikelihoodTrainConfig",
@@ -81,7 +88,9 @@ __all__ = [
     "profile_config",
 ]
 
-LOSSES = ("next-item", "listwise")
+LOSSES = ("next-item", "listwise", "letters")
+# the simulator mode a loss trains for (the fidelity benchmark scores its checkpoints in it)
+LOSS_MODES = {"next-item": "likelihood", "listwise": "likelihood", "letters": "direct"}
 MANIFEST_NAME = "training.json"
 # the recipe's own YAMLs (a folder apart from the torchtune configs beside it)
 CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "likelihood"
@@ -103,7 +112,7 @@ class LikelihoodTrainConfig:
         dataset: raw dataset name.
         seed, eval_user_fraction: the benchmark's user split (must match the benchmark's).
         base_model: model to start from (registry name or folder).
-        loss: ``next-item`` or ``listwise``.
+        loss: ``next-item``, ``listwise`` or ``letters`` (direct mode's letter format).
         examples: train examples seen in total (one scene each; the scenes are sampled once).
         k: options per train scene (``listwise`` scores all of them).
         negatives: how the train scenes' other options are drawn.
@@ -260,14 +269,18 @@ class TrainExample:
 
 def encode_examples(scenes: Sequence[Mapping[str, Any]], encoder: ChatPromptEncoder, loss: str,
                     max_tokens: int) -> list[TrainExample]:
-    """Tokenise train scenes as the likelihood scorer does (``next-item``: the real option only).
+    """Tokenise train scenes as the likelihood scorer does (``next-item``: the real option only;
+    ``letters``: as letter mode does, see :func:`letter_example`).
 
     Raises:
         DataError: a scene whose example is longer than ``max_tokens`` (named by its id).
     """
     out = []
     neutral = build_likelihood_prompt(None)
-    for scene in scenes:
+    for index, scene in enumerate(scenes):
+        if loss == "letters":
+            out.append(_checked(letter_example(scene, encoder, index), max_tokens))
+            continue
         _, _, options = scene_text(scene)
         target = scene_target(scene)
         texts = [options[target]] if loss == "next-item" else list(options)
@@ -276,11 +289,34 @@ def encode_examples(scenes: Sequence[Mapping[str, Any]], encoder: ChatPromptEnco
                         0 if loss == "next-item" else target)
         if loss == "listwise":
             example.neutral = encoder.encode_continuations(neutral, texts)
-        if example.n_tokens > max_tokens:
-            raise DataError(f"train scene {example.scene_id!r} is {example.n_tokens} tokens; max_tokens is "
-                            f"{max_tokens}: raise max_tokens in the training config")
-        out.append(example)
+        out.append(_checked(example, max_tokens))
     return out
+
+
+def letter_example(scene: Mapping[str, Any], encoder: ChatPromptEncoder, index: int) -> TrainExample:
+    """The ``index``-th train scene in letter format, its real item moved to letter ``index mod K``.
+
+    The options are shifted cyclically (their order around the circle is kept), so over any
+    K consecutive scenes each letter is the answer once. The example's "options" are the K
+    letter tokens after the whole direct-mode prompt: :func:`option_logprobs` then gives each
+    letter's log-probability at the answer position, in one forward of the prompt.
+    """
+    _, _, options = scene_text(scene)
+    k = len(options)
+    shift = (scene_target(scene) - index) % k
+    shown = reorder_options(dict(scene), [(j + shift) % k for j in range(k)], f"letters{shift}")
+    prompt = build_prompt(dict(shown), "direct")
+    (ids,) = encoder.encode([prompt])
+    letters = encoder.letter_ids_for(prompt, prompt.letters)
+    return TrainExample(scene_id=str(scene.get("scene_id")), context=list(ids), options=[[t] for t in letters],
+                        scored_from=[0] * k, target=scene_target(shown))
+
+
+def _checked(example: TrainExample, max_tokens: int) -> TrainExample:
+    if example.n_tokens > max_tokens:
+        raise DataError(f"train scene {example.scene_id!r} is {example.n_tokens} tokens; max_tokens is "
+                        f"{max_tokens}: raise max_tokens in the training config")
+    return example
 
 
 def _pack(rows: list[list[int]], starts: list[int], scene_id: str, target: int) -> TrainExample:
@@ -523,11 +559,15 @@ class LikelihoodTrainRecipe:
         return out
 
     def batch_loss(self, batch: Sequence[TrainExample]):
-        """Mean loss of a batch: next-item NLL per target token, or the listwise NLL of the real
-        option under ``softmax(PMI / T)`` with the learned temperature ``T``."""
+        """Mean loss of a batch: next-item NLL per target token, the letters' NLL of the real
+        letter (renormalised over the K letters), or the listwise NLL of the real option under
+        ``softmax(PMI / T)`` with the learned temperature ``T``."""
         import torch
 
-        if self.config.loss == "next-item":
+        if self.config.loss == "letters":
+            scores = [option_logprobs(self.model, e, self.autocast) for e in batch]
+            losses = [-torch.log_softmax(s, dim=0)[e.target] for s, e in zip(scores, batch)]
+        elif self.config.loss == "next-item":
             scores = [option_logprobs(self.model, e, self.autocast) for e in batch]
             losses = [-s[0] / max(1, len(e.options[0]) - e.scored_from[0]) for s, e in zip(scores, batch)]
         else:
