@@ -223,8 +223,9 @@ def test_a_likelihood_training_adds_its_rows_and_a_learning_curve(first_run, pro
     split = json.loads(FidelityPaths(project).split.read_text())
     assert manifest["trained_user_ids"] and not set(manifest["trained_user_ids"]) & set(split["eval_users"])
     assert [c["examples"] for c in manifest["checkpoints"]] == [4, 8]
+    train_likelihood_row(replace(config, loss="letters"), progress=False)  # scored in direct mode
     try:
-        result = run_fidelity(_config(project, tiny_model_dir, baselines=("random",), base_modes=("likelihood",),
+        result = run_fidelity(_config(project, tiny_model_dir, baselines=("random",), base_modes=("likelihood", "direct"),
                                       curve_limit=10, fit_scenes=20, likelihood_fit_scenes=10,
                                       results_dir=str(project / "results-trained")))
         rows = {r["label"]: r for r in result["rows"] if r["variant"] == "standard"}
@@ -236,8 +237,14 @@ def test_a_likelihood_training_adds_its_rows_and_a_learning_curve(first_run, pro
         points = {(p["examples"], p["variant"]) for p in result["learning_curve"] if p["rule"] == "PMI"}
         assert points == {(x, v) for x in (0, 4, 8) for v in ("standard", "popularity-matched")}
         assert {p["score"]["n"] for p in result["learning_curve"]} == {10}
+        letters = rows[f"{name} trained (letters, 8 ex), direct"]
+        assert letters["mode"] == "direct" and letters["role"] == "fine-tuned"
+        points = {(p["examples"], p["variant"]) for p in result["learning_curve"] if p["loss"] == "letters"}
+        assert points == {(x, v) for x in (0, 4, 8) for v in ("standard", "popularity-matched")}
+        assert {p["rule"] for p in result["learning_curve"] if p["loss"] == "letters"} == {"letters"}
         md = (project / "results-trained" / "fidelity.md").read_text()
         assert "## Learning curve (held-out users)" in md and "## Likelihood-mode training (next-item, CPU)" in md
+        assert "## Direct (letter)-mode training (letters, CPU)" in md
         assert "trained (next-item, 4 ex)" not in md.split("## Learning curve")[0]  # curve points: own section
         assert (project / "results-trained" / "fidelity_learning_curve.png").stat().st_size > 0
         # a training whose users meet the eval users is refused

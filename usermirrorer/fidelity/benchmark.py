@@ -440,14 +440,17 @@ def _learning_curve(config: FidelityConfig, manifests: Sequence[Mapping[str, Any
     only in training.
     """
     out = []
-    base = f"{_short(config.base_model)} base, likelihood"
     for manifest in manifests:
+        mode = _trained_mode(manifest)
+        # likelihood rows come split by scoring rule (label suffixes); a direct-mode row is one rule
+        rules = {rule: f" ({rule})" for rule in _CURVE_RULES} if mode == "likelihood" else {"letters": ""}
+        base = f"{_short(config.base_model)} base, {mode}"
         points = [(0, base)] if manifest["base_model"] == config.base_model else []
         points += [(c["examples"], _trained_label(manifest, c["examples"])) for c in manifest["checkpoints"]]
         for examples, label in points:
-            for rule in _CURVE_RULES:
+            for rule, suffix in rules.items():
                 for variant in VARIANTS:
-                    run = runs.get((f"{label} ({rule})", variant))
+                    run = runs.get((f"{label}{suffix}", variant))
                     if run is None:
                         continue
                     n = min(config.curve_limit, len(run.scene_ids))

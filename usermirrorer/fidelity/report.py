@@ -253,7 +253,8 @@ def _training_section(result: Mapping[str, Any]) -> list[str]:
     lines: list[str] = []
     for ft in result.get("likelihood_training") or []:
         c = ft["config"]
-        lines.append(f"## Likelihood-mode training ({ft['loss']}, CPU)")
+        mode = "Direct (letter)" if ft["loss"] == "letters" else "Likelihood"
+        lines.append(f"## {mode}-mode training ({ft['loss']}, CPU)")
         lines.append("")
         lines.append(
             f"`{ft['command']}`: {ft['train_scenes']} train scenes ({c['negatives']} negatives, K={c['k']}) from "
@@ -279,7 +280,8 @@ def _training_section(result: Mapping[str, Any]) -> list[str]:
         n = {p["score"]["n"] for p in curve}
         lines.append(f"Each point scored on the same first {'/'.join(str(x) for x in sorted(n))} eval scenes per "
                      "variant; 0 examples = the base model. E[acc] % (log-loss) per scoring rule; the "
-                     "temperature (and the prior weight) of each point fitted on train-user scenes.")
+                     "temperature (and the prior weight) of each point fitted on train-user scenes; "
+                     "'letters' = the letter-format training scored in direct mode (no temperature).")
         lines.append("")
         rules = list(dict.fromkeys(p["rule"] for p in curve))
         lines.append("| loss | examples | " + " | ".join(f"{r}: {v}" for r in rules for v in variants) + " |")
