@@ -1,0 +1,98 @@
+"""The Ray engine of the offline stages: same records as one process, a killed job resumes.
+
+Ray runs locally (2 CPUs, the ``ray_local`` fixture) with the tiny random model in fp32.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from usermirrorer.data_pipeline.jsonl import read_jsonl
+from usermirrorer.data_pipeline.ray_engine import RayEngine
+from usermirrorer.data_pipeline.training.decisions import decisions_path, run_decisions
+from usermirrorer.data_pipeline.training.probs import probs_path, run_probs
+from usermirrorer.errors import ConfigError
+
+from pipeline_toys import toy_scenes, write_scenes
+
+N_SCENES = 10
+STAGE = dict(n=2, chunk_size=2, max_thought_tokens=8, progress=False, backend_kwargs={"dtype": "float32"})
+
+
+def _by_id(path: Path) -> dict[str, dict]:
+    records = read_jsonl(path)
+    by_id = {r["scene_id"]: r for r in records}
+    assert len(by_id) == len(records), "a scene was written twice"
+    return by_id
+
+
+def test_ray_decisions_and_probs_equal_the_single_process_records(ray_local, tiny_model_dir, tmp_path):
+    local, ray = tmp_path / "local", tmp_path / "ray"
+    for project in (local, ray):
+        write_scenes(project, toy_scenes(N_SCENES))
+    model = str(tiny_model_dir)
+    run_decisions(local, "toy", model, "strong", **STAGE)
+    report = run_decisions(ray, "toy", model, "strong", **STAGE, engine=RayEngine(workers=2))
+    assert (report.written, report.skipped) == (N_SCENES, 0)
+    expected = _by_id(decisions_path(local, "toy", "strong"))
+    assert _by_id(decisions_path(ray, "toy", "strong")) == expected
+    assert len(expected) == N_SCENES
+
+    probs = dict(chunk_size=3, progress=False, backend_kwargs={"dtype": "float32"})
+    run_probs(local, "toy", model, "strong", **probs)
+    run_probs(ray, "toy", model, "strong", **probs, engine=RayEngine(workers=2))
+    assert _by_id(probs_path(ray, "toy", "strong")) == _by_id(probs_path(local, "toy", "strong"))
+
+    # a re-run on Ray finds every scene done and starts no actor
+    again = run_probs(ray, "toy", model, "strong", **probs, engine=RayEngine(workers=2))
+    assert (again.written, again.skipped) == (0, N_SCENES)
+
+
+def test_a_ready_simulator_cannot_be_shipped_to_ray(tiny_model_dir, toy_project):
+    with pytest.raises(ConfigError, match="cannot be shipped to Ray actors"):
+        run_decisions(toy_project, "toy", str(tiny_model_dir), "strong", simulator=object(), engine=RayEngine())
+
+
+def _cli(project: Path, model: Path) -> list[str]:
+    return [sys.executable, "-m", "usermirrorer.cli", "decisions", "--dataset", "toy", "--project-path",
+            str(project), "--model", str(model), "--version", "weak", "--n", "2", "--chunk-size", "1",
+            "--max-thought-tokens", "8", "--no-progress", "--dtype", "float32", "--engine", "ray", "--workers", "2"]
+
+
+def _env(address: str) -> dict[str, str]:
+    # The command joins the test's cluster (no second cluster to start); killing the driver
+    # ends its job and its actors, as a crash of `usermirrorer decisions --engine ray` would.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
+            "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": address}
+
+
+def test_a_killed_ray_job_resumes_with_every_scene_exactly_once(ray_local, tiny_model_dir, tmp_path):
+    env = _env(ray_local.get_runtime_context().gcs_address)
+    write_scenes(tmp_path, toy_scenes(N_SCENES))
+    out = decisions_path(tmp_path, "toy", "weak")
+    proc = subprocess.Popen(_cli(tmp_path, tiny_model_dir), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.exists() and out.read_bytes().count(b"\n") >= 3:
+                break
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+    written = out.read_bytes().count(b"\n") if out.exists() else 0
+    assert 3 <= written < N_SCENES, f"the kill should land midway, found {written} records; stderr: {err[-2000:]!r}"
+
+    done = subprocess.run(_cli(tmp_path, tiny_model_dir), env=env, capture_output=True, timeout=180)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert f"{written} already done".encode() in done.stdout
+    ids = [r["scene_id"] for r in read_jsonl(out)]
+    assert len(ids) == len(set(ids)) == N_SCENES
