@@ -507,13 +507,18 @@ class TransformersBackend:
         Sampling uses a private torch RNG seeded with ``seed``, so the same batch with the same
         seed gives the same texts (the caller's global RNG state is left alone).
         """
-        torch = self._torch
         if not prompts:
             return []
         if n < 1:
             raise ConfigError(f"n (thoughts per prompt) must be >= 1, got {n}")
         ids = self.encode(prompts)
         self._check_lengths(prompts, ids, extra=max_tokens)
+        return self.generate_ids(ids, n, temperature, top_p, max_tokens, stop, seed)
+
+    def generate_ids(self, ids: list[list[int]], n: int, temperature: float, top_p: float, max_tokens: int,
+                     stop: list[str], seed: int) -> list[list[str]]:
+        """:meth:`generate` on prompts already tokenised (the scoring service receives text)."""
+        torch = self._torch
         width = max(len(r) for r in ids)
         # generate() continues every row from the same last column: pad on the left.
         input_ids = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
@@ -544,7 +549,7 @@ class TransformersBackend:
         new = out[:, width:].cpu()
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         result = []
-        for i in range(len(prompts)):
+        for i in range(len(ids)):
             result.append([cut_at_stop(t, stop) for t in texts[i * n : (i + 1) * n]])
         return result
 
