@@ -96,3 +96,25 @@ def test_a_killed_ray_job_resumes_with_every_scene_exactly_once(ray_local, tiny_
     assert f"{written} already done".encode() in done.stdout
     ids = [r["scene_id"] for r in read_jsonl(out)]
     assert len(ids) == len(set(ids)) == N_SCENES
+
+
+def test_ray_eval_gives_the_single_process_records(ray_local, tiny_model_dir, tmp_path):
+    from usermirrorer.sim.evaluation import evaluate_file
+
+    scenes = write_scenes(tmp_path, toy_scenes(N_SCENES), split="eval")
+    kwargs = dict(model=str(tiny_model_dir), repeat=5, batch_size=3, dtype="float32", console=_quiet_console())
+    local = evaluate_file(scenes, tmp_path / "local.jsonl", **kwargs)
+    ray = evaluate_file(scenes, tmp_path / "ray.jsonl", **kwargs, engine=RayEngine(workers=2))
+    expected = _by_id(tmp_path / "local.jsonl")
+    assert len(expected) == N_SCENES and _by_id(tmp_path / "ray.jsonl") == expected
+    strip = {"scenes_per_s"}  # timings differ; every metric must not
+    assert ({d: {k: v for k, v in m.items() if k not in strip} for d, m in ray["datasets"].items()}
+            == {d: {k: v for k, v in m.items() if k not in strip} for d, m in local["datasets"].items()})
+
+
+def _quiet_console():
+    import io
+
+    from rich.console import Console
+
+    return Console(file=io.StringIO(), width=160)
