@@ -1,4 +1,4 @@
-"""A local Ray cluster for the scale-out tests (2 CPUs, no dashboard), shared by the session."""
+"""A local Ray cluster for the scale-out tests (2 CPUs, no dashboard), one per test module."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import os
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
-    """``ray`` joined to a 2-CPU local cluster, shut down after the session."""
+    """``ray`` joined to a 2-CPU local cluster, shut down after the module (its processes hold memory)."""
     ray = pytest.importorskip("ray", reason="the Ray tests need the ray extra: pip install 'usermirrorer[ray]'")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Actors inherit the environment: one torch thread each on the 2-core machine.
