@@ -18,7 +18,7 @@ from usermirrorer.data_pipeline.jsonl import read_jsonl
 from usermirrorer.data_pipeline.ray_engine import RayEngine
 from usermirrorer.data_pipeline.training.decisions import decisions_path, run_decisions
 from usermirrorer.data_pipeline.training.probs import probs_path, run_probs
-from usermirrorer.errors import ConfigError
+from usermirrorer.errors import ConfigError, MissingDependency
 
 from pipeline_toys import toy_scenes, write_scenes
 
@@ -136,3 +136,19 @@ def test_sharded_scene_sampling_gives_the_same_scenes_on_ray(ray_local, small_ds
     assert [s["impression_list"] for s in stream] != [s["impression_list"] for s in local]
     with pytest.raises(ConfigError, match="--shard-size"):
         sample_scenes(small_ds, SceneConfig(n_samples=4, embedder=None), engine=RayEngine())
+
+
+def test_engine_flags_without_engine_ray_and_a_missing_ray_say_how_to_fix(tmp_path, capsys, monkeypatch):
+    from usermirrorer.cli import main
+    from usermirrorer.data_pipeline import ray_engine
+
+    write_scenes(tmp_path, toy_scenes(2))
+    args = ["probs", "--dataset", "toy", "--project-path", str(tmp_path), "--model", "tiny-random",
+            "--version", "strong"]
+    assert main([*args, "--workers", "2"]) == 1
+    assert "--workers set(s) up the Ray engine, but --engine is 'local'; add --engine ray" in capsys.readouterr().err
+    assert main([*args, "--engine", "ray", "--batch-out", str(tmp_path / "b.jsonl"), "--backend", "openai"]) == 1
+    assert "drop --engine ray" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    with pytest.raises(MissingDependency, match=r"pip install 'usermirrorer\[ray\]'"):
+        ray_engine.import_ray()
