@@ -26,6 +26,7 @@ same record computed in process.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -101,9 +102,15 @@ class RayEngine:
         started_here = not ray.is_initialized()
         if started_here:
             _init(ray, self.address)
+        ctx = ray.data.DataContext.get_current()
+        # the context is the process's: set for this run, restored after it
+        saved = (ctx.enable_progress_bars, ctx.execution_options.preserve_order)
+        data_log = logging.getLogger("ray.data")
+        saved_level = data_log.level
         try:
-            ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = self.progress
+            if not self.progress:
+                data_log.setLevel(logging.WARNING)  # no "Dataset ... execution finished" lines either
             # completion order: a slow chunk never holds back the ones that finished after it
             ctx.execution_options.preserve_order = False
             items = [{"ci": int(ci), "chunk": json.dumps(chunk)} for ci, chunk in chunks]
@@ -117,6 +124,8 @@ class RayEngine:
             for row in _unwrapped(data.iter_rows()):
                 yield int(row["ci"]), json.loads(str(row["records"]))
         finally:
+            ctx.enable_progress_bars, ctx.execution_options.preserve_order = saved
+            data_log.setLevel(saved_level)
             if started_here:
                 ray.shutdown()
 

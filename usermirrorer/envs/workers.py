@@ -33,7 +33,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
-from usermirrorer.envs.vector import RecVectorEnv
+from usermirrorer.envs.vector import RecVectorEnv, sub_env_seeds
 from usermirrorer.errors import BackendError, ConfigError
 
 __all__ = ["ServedVectorEnv"]
@@ -121,14 +121,7 @@ class ServedVectorEnv(VectorEnv):
               options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Reset every sub-env; ``seed`` int -> global sub-env ``j`` gets ``seed + j`` (as RecVectorEnv)."""
         super().reset(seed=seed if isinstance(seed, int) else None)
-        if seed is None:
-            seeds: list[int | None] = [None] * self.num_envs
-        elif isinstance(seed, (int, np.integer)):
-            seeds = [int(seed) + j for j in range(self.num_envs)]
-        else:
-            seeds = list(seed)
-            if len(seeds) != self.num_envs:
-                raise ConfigError(f"got {len(seeds)} seeds for {self.num_envs} sub-envs; pass one per sub-env or an int")
+        seeds = sub_env_seeds(seed, self.num_envs)
         m = self.envs_per_worker
         answers = self._ask_all([("reset", (seeds[w * m:(w + 1) * m], options)) for w in range(self.workers)])
         observations = [o for obs, _ in answers for o in obs]
