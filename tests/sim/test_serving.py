@@ -113,3 +113,25 @@ def test_serve_command_answers_until_interrupted(tiny_model_dir):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
+
+
+def test_echo_returns_prompt_logprobs_as_likelihood_mode_reads_them(server, tiny_backend):
+    from usermirrorer.sim.prompts import build_prompt
+
+    scene = make_scene(2)
+    prompt = build_prompt(scene, "likelihood")
+    options = scene["text"]["action_list"]
+    rows, starts = tiny_backend.encoder.encode_continuations(prompt, options)
+    status, reply = _post(server.url, {"model": "tiny", "prompt": rows, "max_tokens": 0, "echo": True, "logprobs": 1})
+    assert status == 200 and len(reply["choices"]) == len(rows)
+    got = []
+    for row, start, choice in zip(rows, starts, sorted(reply["choices"], key=lambda c: c["index"])):
+        values = choice["logprobs"]["token_logprobs"]
+        assert len(values) == len(row) and values[0] is None
+        got.append(sum(values[start:]))
+    expected = tiny_backend.continuation_logprobs([prompt], [options])[0].logprob
+    # sums of ~10-30 fp32 token log-probabilities of a few nats each; the in-process backend
+    # computes the shared prompt once, the service each sequence whole: rounding only
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    status, reply = _post(server.url, {"model": "tiny", "prompt": rows, "max_tokens": 1, "echo": True})
+    assert status == 400 and "max_tokens=0" in reply["error"]["message"]

@@ -18,9 +18,11 @@ batches never compete for the cores.
 ``logit_bias``, as OpenAI applies it); the top ``logprobs`` tokens, plus every id of vLLM's
 ``logprob_token_ids`` extension (so the option letters always come back, never floored);
 ``allowed_token_ids`` restricts the returned token; ``return_tokens_as_token_ids`` keys tokens
-``token_id:<id>``. The prompt is a string (tokenised with ``add_special_tokens=False``: the
-client rendered the chat template, exactly as the in-process backend encodes it) or a list of
-token ids. ``GET /v1/models`` and ``GET /health`` answer as vLLM's do.
+``token_id:<id>``. ``echo=True`` with ``max_tokens=0`` (likelihood mode: a scene's K option
+sequences in one request) returns the log-probability of every prompt token, one forward per
+sequence, run in the model thread like everything else. The prompt is a string (tokenised
+with ``add_special_tokens=False``: the client rendered the chat template, exactly as the
+in-process backend encodes it) or a list of token ids. ``GET /v1/models`` and ``GET /health`` answer as vLLM's do.
 
 Why Starlette on Uvicorn: it is what ``vllm serve`` itself runs on (FastAPI is Starlette plus
 request models we do not need), it is small, maintained and async, so requests queue while a
@@ -53,6 +55,7 @@ class ServiceStats:
 
     scoring_requests: int = 0
     generation_requests: int = 0
+    echo_requests: int = 0
     batches: int = 0
     largest_batch: int = 0
     batch_sizes: list[int] = field(default_factory=list, repr=False)
@@ -113,6 +116,8 @@ class ScoringService:
         model = body.get("model")
         if model != self.served_model_name:
             raise LookupError(f"The model `{model}` does not exist; this server serves {self.served_model_name!r}")
+        if body.get("echo"):
+            return await self._echo(body)
         ids = self._prompt_ids(body.get("prompt"))
         n = _int(body, "n", 1)
         max_tokens = _int(body, "max_tokens", 16)
@@ -139,6 +144,33 @@ class ScoringService:
             "usage": {"prompt_tokens": len(ids), "completion_tokens": n * max_tokens,
                       "total_tokens": len(ids) + n * max_tokens},
         }
+
+    async def _echo(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``echo=True, max_tokens=0``: the log-probability of every prompt token (likelihood mode).
+
+        ``prompt`` may be one prompt or a list of them (token-id lists or strings); one choice
+        per prompt, ``token_logprobs[0]`` None (nothing predicts the first token), as vLLM does.
+        """
+        if _int(body, "max_tokens", 16) != 0:
+            raise _BadRequest("echo is served for scoring only: send max_tokens=0 with echo=true")
+        prompt = body.get("prompt")
+        many = isinstance(prompt, list) and prompt and all(isinstance(p, (list, str)) for p in prompt)
+        rows = [self._prompt_ids(p) for p in (prompt if many else [prompt])]
+        context = self.backend.context_length
+        if any(len(r) > context for r in rows):
+            raise _BadRequest(f"a prompt is {max(len(r) for r in rows)} tokens, but the model takes at most {context}")
+        self.stats.echo_requests += 1
+        values = await asyncio.get_running_loop().run_in_executor(self._model_thread, self.backend.prompt_logprobs, rows)
+        choices = []
+        for i, (row, lp) in enumerate(zip(rows, values)):
+            tokens = [self.tokenizer.decode([t]) for t in row]
+            choices.append({"index": i, "text": "".join(tokens), "finish_reason": "length",
+                            "logprobs": {"tokens": tokens, "token_logprobs": [None, *map(float, lp)],
+                                         "top_logprobs": None, "text_offset": list(range(len(row)))}})
+        tokens = sum(len(r) for r in rows)
+        return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+                "model": self.served_model_name, "choices": choices,
+                "usage": {"prompt_tokens": tokens, "completion_tokens": 0, "total_tokens": tokens}}
 
     def _prompt_ids(self, prompt: Any) -> list[int]:
         if isinstance(prompt, str) and prompt:

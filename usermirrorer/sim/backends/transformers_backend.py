@@ -471,6 +471,25 @@ class TransformersBackend:
             out[i] = float(logprobs[i, at, targets].double().sum())
         return out
 
+    def prompt_logprobs(self, rows: list[list[int]]) -> list[np.ndarray]:
+        """``log P(row[j] | row[:j])`` for every token ``j >= 1`` of each row (float64, ``len(row) - 1``).
+
+        What an OpenAI ``echo`` request returns (the scoring service answers it with this). One
+        forward per row: the full-vocabulary logits of every position of a batch would not fit.
+        """
+        torch = self._torch
+        out = []
+        for row in rows:
+            input_ids = torch.as_tensor([row], dtype=torch.long, device=self.device)
+            positions = torch.arange(len(row), device=self.device).unsqueeze(0)
+            mask = torch.ones_like(input_ids)
+            logits, _ = self._forward(input_ids, mask, positions, 0, use_cache=False)  # 0: every position
+            self.stats.computed_tokens += len(row)
+            logprobs = torch.log_softmax(logits[0, :-1].float(), dim=-1)
+            targets = input_ids[0, 1:]
+            out.append(logprobs[torch.arange(len(row) - 1, device=self.device), targets].double().cpu().numpy())
+        return out
+
     def _remember_rows(self, arrays: list[np.ndarray], cache) -> None:
         # Keep each row's own KV so a follow-up request of the same session (same profile and
         # history, one more item) continues from it.
