@@ -55,6 +55,12 @@ def test_ray_decisions_and_probs_equal_the_single_process_records(ray_local, tin
     assert (again.written, again.skipped) == (0, N_SCENES)
 
 
+def test_an_actor_that_cannot_load_its_model_raises_the_stages_own_error(ray_local, toy_project):
+    with pytest.raises(ConfigError, match="model path '/nonexistent/model' does not exist"):
+        run_decisions(toy_project, "toy", "/nonexistent/model", "strong", n=1, progress=False,
+                      engine=RayEngine(workers=1))
+
+
 def test_a_ready_simulator_cannot_be_shipped_to_ray(tiny_model_dir, toy_project):
     with pytest.raises(ConfigError, match="cannot be shipped to Ray actors"):
         run_decisions(toy_project, "toy", str(tiny_model_dir), "strong", simulator=object(), engine=RayEngine())

@@ -104,7 +104,8 @@ class RayEngine:
             _init(ray, self.address)
         ctx = ray.data.DataContext.get_current()
         # the context is the process's: set for this run, restored after it
-        saved = (ctx.enable_progress_bars, ctx.execution_options.preserve_order)
+        saved = (ctx.enable_progress_bars, ctx.execution_options.preserve_order,
+                 getattr(ctx, "raise_original_map_exception", None))
         data_log = logging.getLogger("ray.data")
         saved_level = data_log.level
         try:
@@ -113,6 +114,8 @@ class RayEngine:
                 data_log.setLevel(logging.WARNING)  # no "Dataset ... execution finished" lines either
             # completion order: a slow chunk never holds back the ones that finished after it
             ctx.execution_options.preserve_order = False
+            if saved[2] is not None:
+                ctx.raise_original_map_exception = True  # our error, not Ray's UserCodeException
             items = [{"ci": int(ci), "chunk": json.dumps(chunk)} for ci, chunk in chunks]
             cpus = float(ray.cluster_resources().get("CPU", 1.0))
             # never ask for more CPUs than the cluster has, or a fixed pool waits forever
@@ -124,7 +127,9 @@ class RayEngine:
             for row in _unwrapped(data.iter_rows()):
                 yield int(row["ci"]), json.loads(str(row["records"]))
         finally:
-            ctx.enable_progress_bars, ctx.execution_options.preserve_order = saved
+            ctx.enable_progress_bars, ctx.execution_options.preserve_order = saved[:2]
+            if saved[2] is not None:
+                ctx.raise_original_map_exception = saved[2]
             data_log.setLevel(saved_level)
             if started_here:
                 ray.shutdown()
@@ -149,9 +154,14 @@ def _unwrapped(rows: Iterator[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]
     except Exception as exc:
         cause: BaseException | None = exc
         while cause is not None:
+            # Ray's RayTaskError(ConfigError) is both; its .cause is the actor's own exception
+            inner = getattr(cause, "cause", None)
+            if isinstance(inner, BaseException):
+                cause = inner
+                continue
             if isinstance(cause, UserMirrorerError):
                 raise cause from None
-            cause = getattr(cause, "cause", None) or cause.__cause__
+            cause = cause.__cause__
         raise
 
 
@@ -162,9 +172,17 @@ class _ChunkActor:
         # Actors share the node's cores: one torch thread each unless told otherwise.
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         self.process = process
-        self.process.load()
+        self.failed: UserMirrorerError | None = None
+        try:
+            self.process.load()
+        except UserMirrorerError as exc:
+            # Raised from the first call instead: Ray hands the driver a failed task's exception
+            # itself, but of a failed actor creation only its text.
+            self.failed = exc
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        if self.failed is not None:
+            raise self.failed
         cis, records = [], []
         for ci, payload in zip(batch["ci"], batch["chunk"]):
             cis.append(int(ci))
