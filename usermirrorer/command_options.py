@@ -42,8 +42,9 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     """``--engine local|ray``, ``--ray-address``, ``--workers``, ``--gpus-per-worker``."""
     g = p.add_argument_group(
         "scale-out (pip install 'usermirrorer[ray]')",
-        "--engine ray runs the chunks as a Ray Data map_batches step on a pool of actors, one model per "
-        "actor; records are written as chunks finish, so a re-run resumes exactly as with --engine local.")
+        "--engine ray runs the chunks as a Ray Data map_batches step on a pool of actors, each loading its "
+        "own model (scenes: its own sampler). decisions, probs and eval append records as chunks finish, so "
+        "a re-run resumes exactly as with --engine local.")
     g.add_argument("--engine", choices=ENGINES, default="local",
                    help="local: this process (default); ray: a pool of Ray actors")
     g.add_argument("--ray-address", metavar="ADDR",
