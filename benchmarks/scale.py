@@ -211,11 +211,13 @@ def markdown(r: dict) -> str:
         "",
         f"Machine: {m['platform']}, **{m['cpus']} CPUs**, Python {m['python']}, ray {m['ray']}; model "
         f"`{r['model']}` in float32. `uptime` at start: `{m['uptime_start']}`; at end: `{m['uptime_end']}` "
-        "(the cores were shared with other work: absolute rates vary with load; ratios within a section were "
-        "measured back to back).",
+        "(absolute rates vary with load; the rows of a section were measured back to back).",
         "",
         f"Command: `python benchmarks/scale.py {' '.join(r['argv'])}`. Local Ray cluster: {r['ray_cpus']} CPUs, "
-        f"started in {r['ray_start_s']:.1f} s (excluded below).",
+        f"started in {r['ray_start_s']:.1f} s (excluded below). Threads: the in-process runs use torch's "
+        f"default ({r['torch_threads']} here); each Ray actor its share of the cluster's CPUs (all of them for 1 "
+        "actor, 1 each for 2); the scoring service runs its model in one thread of torch's default width. The "
+        "load average counts this benchmark's own processes too.",
         "",
         f"## (a) Per-batch overhead of the Ray path ({a['stage']}, {a['batches']} batches of {a['batch_size']} scenes)",
         "",
@@ -248,6 +250,12 @@ def markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import ray
@@ -270,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     env = env_service(ds, args)
     report = {
         "model": args.model, "argv": list(argv if argv is not None else sys.argv[1:]), "ray_cpus": args.cpus,
-        "ray_start_s": ray_start,
+        "ray_start_s": ray_start, "torch_threads": _torch_threads(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "ray": ray.__version__, "uptime_start": up_start, "uptime_end": uptime()},
         "overhead": overhead, "throughput": throughput, "env": env,

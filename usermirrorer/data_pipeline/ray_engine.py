@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -118,10 +119,13 @@ class RayEngine:
                 ctx.raise_original_map_exception = True  # our error, not Ray's UserCodeException
             items = [{"ci": int(ci), "chunk": json.dumps(chunk)} for ci, chunk in chunks]
             cpus = float(ray.cluster_resources().get("CPU", 1.0))
-            # never ask for more CPUs than the cluster has, or a fixed pool waits forever
-            per_actor = min(1.0, cpus / self.workers)
+            # The actors share the cluster's CPUs: never ask for more than it has (a fixed pool
+            # would wait forever), and give each actor's torch as many threads as its share.
+            per_actor = cpus / self.workers
+            threads = max(1, int(per_actor))
             data = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-                _ChunkActor, fn_constructor_kwargs={"process": process}, batch_size=1, batch_format="numpy",
+                _ChunkActor, fn_constructor_kwargs={"process": process, "threads": threads}, batch_size=1,
+                batch_format="numpy",
                 concurrency=self.workers, num_cpus=per_actor, num_gpus=self.gpus_per_worker or None,
             )
             for row in _unwrapped(data.iter_rows()):
@@ -168,9 +172,11 @@ def _unwrapped(rows: Iterator[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]
 class _ChunkActor:
     """One Ray actor: builds the stage's model once, then answers one chunk per call."""
 
-    def __init__(self, process: ChunkFunction):
-        # Actors share the node's cores: one torch thread each unless told otherwise.
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
+    def __init__(self, process: ChunkFunction, threads: int = 1):
+        # set before the model's first torch import in load(): torch sizes its pool from it
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        if "torch" in sys.modules:  # already imported by something the worker loaded
+            sys.modules["torch"].set_num_threads(threads)
         self.process = process
         self.failed: UserMirrorerError | None = None
         try:
