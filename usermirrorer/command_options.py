@@ -1,15 +1,18 @@
-"""Argument groups shared by several subcommands (the LLM stages ``decisions`` and ``probs``)."""
+"""Argument groups shared by several subcommands (the LLM stages ``decisions`` and ``probs``,
+the vLLM engine settings, the ``--engine ray`` scale-out of ``decisions``/``probs``/``eval``/``scenes``)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from usermirrorer.data_pipeline.ray_engine import ENGINES, RayEngine
 from usermirrorer.data_pipeline.training.stage import VERSIONS
 from usermirrorer.errors import ConfigError
 
 __all__ = ["INTERRUPTED_RESUMES", "add_llm_stage_arguments", "add_batch_arguments", "check_batch_arguments",
-           "add_vllm_engine_arguments", "vllm_engine_kwargs", "backend_kwargs_from_args"]
+           "add_vllm_engine_arguments", "vllm_engine_kwargs", "backend_kwargs_from_args",
+           "add_engine_arguments", "engine_from_args"]
 
 
 # What `usermirrorer <command>` prints on Ctrl-C when the command appends and resumes.
@@ -32,6 +35,43 @@ def add_llm_stage_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fresh", action="store_true",
                    help="delete this stage's output and start over (needed after changing the model or options)")
     add_vllm_engine_arguments(p)
+    add_engine_arguments(p)
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """``--engine local|ray``, ``--ray-address``, ``--workers``, ``--gpus-per-worker``."""
+    g = p.add_argument_group(
+        "scale-out (pip install 'usermirrorer[ray]')",
+        "--engine ray runs the chunks as a Ray Data map_batches step on a pool of actors, each loading its "
+        "own model (scenes: its own sampler). decisions, probs and eval append records as chunks finish, so "
+        "a re-run resumes exactly as with --engine local.")
+    g.add_argument("--engine", choices=ENGINES, default="local",
+                   help="local: this process (default); ray: a pool of Ray actors")
+    g.add_argument("--ray-address", metavar="ADDR",
+                   help="Ray cluster to join (auto, host:6379, ray://host:10001); default: $RAY_ADDRESS, a "
+                        "`ray start` cluster on this machine, else a new local one")
+    g.add_argument("--workers", type=int, metavar="N", help="Ray actors, each with its own model (default 1)")
+    g.add_argument("--gpus-per-worker", type=float, metavar="F",
+                   help="GPUs each actor reserves (vLLM / CUDA backends on a GPU cluster; default 0)")
+
+
+def engine_from_args(args: argparse.Namespace) -> RayEngine | None:
+    """The :class:`~usermirrorer.data_pipeline.ray_engine.RayEngine` the flags ask for (None: local).
+
+    Raises:
+        ConfigError: ``--ray-address``, ``--workers`` or ``--gpus-per-worker`` without ``--engine ray``.
+    """
+    given = [flag for flag, name in (("--ray-address", "ray_address"), ("--workers", "workers"),
+                                     ("--gpus-per-worker", "gpus_per_worker"))
+             if getattr(args, name, None) is not None]
+    if getattr(args, "engine", "local") != "ray":
+        if given:
+            raise ConfigError(f"{', '.join(given)} set(s) up the Ray engine, but --engine is "
+                              f"{getattr(args, 'engine', 'local')!r}; add --engine ray or drop them")
+        return None
+    return RayEngine(address=args.ray_address, workers=args.workers if args.workers is not None else 1,
+                     gpus_per_worker=args.gpus_per_worker or 0.0,
+                     progress=not getattr(args, "no_progress", False))
 
 
 def add_vllm_engine_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,6 +118,8 @@ def check_batch_arguments(args: argparse.Namespace) -> None:
         raise ConfigError(f"--batch-out/--batch-in go with --backend openai, got --backend {args.backend}")
     if args.batch_out and args.batch_in:
         raise ConfigError("pass either --batch-out (write requests) or --batch-in (read results), not both")
+    if (args.batch_out or args.batch_in) and getattr(args, "engine", "local") == "ray":
+        raise ConfigError("--batch-out/--batch-in hand the work to a batch service: drop --engine ray")
 
 
 def backend_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from usermirrorer.command_options import (
     add_llm_stage_arguments,
     backend_kwargs_from_args,
     check_batch_arguments,
+    engine_from_args,
 )
 from usermirrorer.data_pipeline.training.decisions import read_decisions_batch, run_decisions, write_decisions_batch
 
@@ -46,6 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     console = Console()
     check_batch_arguments(args)
+    engine = engine_from_args(args)
     kwargs = backend_kwargs_from_args(args)
     if args.batch_out:
         n = write_decisions_batch(args.project_path, args.dataset, args.model, args.version, args.batch_out, n=args.n,
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         args.project_path, args.dataset, args.model, args.version, n=args.n, backend=args.backend,
         seed=args.seed, chunk_size=args.chunk_size, max_thought_tokens=args.max_thought_tokens,
         temperature=args.temperature, top_p=args.top_p, limit=args.limit, progress=not args.no_progress,
-        backend_kwargs=kwargs, fresh=args.fresh,
+        backend_kwargs=kwargs, fresh=args.fresh, engine=engine,
     )
     console.print(f"decisions: {report.written} scenes written, {report.skipped} already done "
                   f"({report.seconds:.0f} s) -> {report.path}")

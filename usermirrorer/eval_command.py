@@ -20,7 +20,9 @@ import argparse
 
 from usermirrorer.command_options import (
     INTERRUPTED_RESUMES,
+    add_engine_arguments,
     add_vllm_engine_arguments,
+    engine_from_args,
     vllm_engine_kwargs,
 )
 from usermirrorer.sim.choice_models import BASELINE_CHOICE_MODELS
@@ -82,11 +84,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--fresh", action="store_true",
                         help="delete --output and start over (needed after changing the model or options)")
     add_vllm_engine_arguments(parser)
+    add_engine_arguments(parser)
     parser.set_defaults(func=run, interrupted=INTERRUPTED_RESUMES)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    engine = engine_from_args(args)
     evaluate_file(
         args.input, args.output, args.model, mode=args.mode, repeat=args.repeat, n_thoughts=args.n_thoughts,
         max_thought_tokens=args.max_thought_tokens, temperature=args.temperature, top_p=args.top_p,
@@ -94,6 +98,6 @@ def run(args: argparse.Namespace) -> int:
         share_prefix=not args.no_share_prefix, threads=args.threads, prompts=args.prompts,
         truncate_history=args.truncate_history, project_path=args.project_path,
         likelihood_score=args.likelihood_score, score_temperature=args.score_temperature, fresh=args.fresh,
-        engine_kwargs=vllm_engine_kwargs(args),
+        engine_kwargs=vllm_engine_kwargs(args), engine=engine,
     )
     return 0

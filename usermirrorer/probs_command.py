@@ -14,6 +14,7 @@ from usermirrorer.command_options import (
     add_llm_stage_arguments,
     backend_kwargs_from_args,
     check_batch_arguments,
+    engine_from_args,
 )
 from usermirrorer.data_pipeline.training.probs import read_probs_batch, run_probs, write_probs_batch
 
@@ -39,6 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     check_batch_arguments(args)
+    engine = engine_from_args(args)
     kwargs = backend_kwargs_from_args(args)
     console = Console()
     if args.batch_out:
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     report = run_probs(args.project_path, args.dataset, args.model, args.version, backend=args.backend,
                        chunk_size=args.chunk_size, limit=args.limit, progress=not args.no_progress,
-                       backend_kwargs=kwargs, fresh=args.fresh)
+                       backend_kwargs=kwargs, fresh=args.fresh, engine=engine)
     console.print(f"probs: {report.written} scenes written, {report.skipped} already done "
                     f"({report.seconds:.0f} s) -> {report.path}")
     return 0

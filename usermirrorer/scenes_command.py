@@ -13,6 +13,7 @@ import textwrap
 from rich.console import Console
 from rich.table import Table
 
+from usermirrorer.command_options import add_engine_arguments, engine_from_args
 from usermirrorer.data_pipeline.raw import load_raws
 from usermirrorer.data_pipeline.sampling.sampler import SceneConfig, SceneReport, build_scene_file
 from usermirrorer.errors import ConfigError
@@ -95,6 +96,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "(pip install 'usermirrorer[ann]')")
     parser.add_argument("--faiss-nprobe", type=int, default=16, metavar="N",
                         help="inverted lists the FAISS index visits per query (default 16)")
+    parser.add_argument("--shard-size", type=int, default=None, metavar="N",
+                        help="sample the candidates in shards of N, each under a seed of its own (needed by "
+                             "--engine ray; the same N gives the same scenes with or without Ray, other scenes "
+                             "than leaving it out)")
+    add_engine_arguments(parser)
     parser.set_defaults(func=run, interrupted=(
         "interrupted; nothing was written (scenes are written all at once, at the end); run the command again"))
     return parser
@@ -103,6 +109,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``usermirrorer scenes``."""
     console = Console(stderr=True)
+    engine = engine_from_args(args)
     embedder = None if args.embedder in (None, "", "none") else args.embedder
     scorers = None
     if args.scorers:
@@ -116,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         scorers=scorers, list_mode=args.list_mode, temperature=args.temperature,
         negatives=args.negatives, embedder=embedder, max_tokens=args.max_tokens,
         tokenizer=args.tokenizer, chunk_bytes=args.chunk_mb * 2**20,
-        neighbours=args.neighbours, faiss_nprobe=args.faiss_nprobe,
+        neighbours=args.neighbours, faiss_nprobe=args.faiss_nprobe, shard_size=args.shard_size,
     ).validate()
     with console.status(f"loading raws of {args.dataset}"):
         ds = load_raws(args.project_path, args.dataset)
@@ -124,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     length_filter = PromptLengthFilter.for_config(config) if config.max_tokens is not None else None
     report = build_scene_file(args.project_path, args.dataset, config, ds=ds, output=args.output,
                               share_users=args.share_users, progress=console.is_terminal,
-                              length_filter=length_filter)
+                              length_filter=length_filter, engine=engine)
     Console().print(summary_table(report))
     return 0
 

@@ -14,6 +14,7 @@ from usermirrorer.envs.resources import clear_caches
 from usermirrorer.envs.rewards import REWARDS, StepOutcome, resolve_reward
 from usermirrorer.envs.spaces import SlateSpace
 from usermirrorer.envs.vector import RecVectorEnv
+from usermirrorer.envs.workers import ServedVectorEnv
 from usermirrorer.envs.wrappers import DedupSlate, ScoreToSlate
 from usermirrorer.sim.choice_models import BASELINE_CHOICE_MODELS, ChoiceModel
 
@@ -27,6 +28,7 @@ __all__ = [
     "ScoreToSlate",
     "RecEnv",
     "RecVectorEnv",
+    "ServedVectorEnv",
     "SlateSpace",
     "StepOutcome",
     "clear_caches",

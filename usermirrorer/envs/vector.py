@@ -12,7 +12,23 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 from usermirrorer.envs.rec_env import RecEnv, simulate_steps
 from usermirrorer.errors import ConfigError, InvalidAction
 
-__all__ = ["RecVectorEnv"]
+__all__ = ["RecVectorEnv", "sub_env_seeds"]
+
+
+def sub_env_seeds(seed: int | Sequence[int | None] | None, num_envs: int) -> list[int | None]:
+    """Each sub-env's reset seed: ``seed + i`` for an int, the list itself (one per sub-env), or None.
+
+    Raises:
+        ConfigError: a list whose length is not ``num_envs``.
+    """
+    if seed is None:
+        return [None] * num_envs
+    if isinstance(seed, (int, np.integer)):
+        return [int(seed) + i for i in range(num_envs)]
+    seeds = list(seed)
+    if len(seeds) != num_envs:
+        raise ConfigError(f"got {len(seeds)} seeds for {num_envs} sub-envs; pass one per sub-env or an int")
+    return seeds
 
 
 class RecVectorEnv(VectorEnv):
@@ -75,16 +91,7 @@ class RecVectorEnv(VectorEnv):
         ``options`` (``user_id``, ``start_time``) go to every sub-env.
         """
         super().reset(seed=seed if isinstance(seed, int) else None)
-        if seed is None:
-            seeds: list[int | None] = [None] * self.num_envs
-        elif isinstance(seed, (int, np.integer)):
-            seeds = [int(seed) + i for i in range(self.num_envs)]
-        else:
-            seeds = list(seed)
-            if len(seeds) != self.num_envs:
-                raise ConfigError(
-                    f"got {len(seeds)} seeds for {self.num_envs} sub-envs; pass one per sub-env or an int"
-                )
+        seeds = sub_env_seeds(seed, self.num_envs)
         observations, infos = [], {}
         for i, (env, s) in enumerate(zip(self.envs, seeds)):
             obs, info = env.reset(seed=s, options=options)

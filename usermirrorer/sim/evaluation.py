@@ -41,6 +41,7 @@ from rich.progress import (
 from rich.table import Table
 
 from usermirrorer.data_pipeline.jsonl import JsonlAppender, check_run_params, done_keys, iter_jsonl
+from usermirrorer.data_pipeline.ray_engine import RayEngine, in_process
 from usermirrorer.data_pipeline.raw import load_raws
 from usermirrorer.data_pipeline.sampling.draws import check_seed
 from usermirrorer.data_pipeline.scene import scene_fingerprint, scene_id, scene_target
@@ -58,6 +59,7 @@ __all__ = [
     "Evaluation",
     "evaluate",
     "evaluate_file",
+    "EvalChunks",
 ]
 
 SAMPLING = ("per-scene", "shared")
@@ -322,6 +324,67 @@ class _SceneSeeded:
         return out
 
 
+def _eval_chunks(scenes: Sequence[dict[str, Any]], batch_size: int) -> list[tuple[int, list[dict[str, Any]]]]:
+    """The batches :func:`evaluate` makes (per dataset, in order of first appearance), numbered."""
+    members: dict[str, list[dict[str, Any]]] = {}
+    for scene in scenes:
+        members.setdefault(str(scene.get("dataset", "")), []).append(scene)
+    batches = [group[i:i + batch_size] for group in members.values() for i in range(0, len(group), batch_size)]
+    return list(enumerate(batches))
+
+
+@dataclass
+class EvalChunks:
+    """The eval stage's per-batch function (picklable: it runs on Ray actors too).
+
+    ``load()`` builds the choice model(s) once; ``self(batch, ci)`` answers one batch of scenes
+    of one dataset with :func:`evaluate` (``"per-scene"`` sampling, so a scene's record does
+    not depend on its batch) and returns the output records, each with ``_seconds`` (its share
+    of the model time, for the speed column; the writer drops it).
+    """
+
+    model: str | ChoiceModel
+    name: str
+    project_path: str | os.PathLike | None
+    mode: str
+    repeat: int
+    seed: int
+    n_thoughts: int = 1
+    llm: dict[str, Any] = field(default_factory=dict)
+    models: Any = None
+
+    def load(self) -> None:
+        if self.models is None:
+            models = _ModelPerDataset(self.model, self.project_path, **self.llm)
+            self.models = _SeedPerScene(models, self.seed) if self.mode == "decision" else models
+
+    @property
+    def description(self) -> str:
+        self.load()
+        return self.models.description
+
+    def __call__(self, chunk: list[dict[str, Any]], ci: int) -> list[dict[str, Any]]:
+        self.load()
+        evaluation = evaluate(chunk, self.models, repeats=self.repeat, seed=self.seed, batch_size=len(chunk),
+                              groups=[str(s.get("dataset", "")) for s in chunk],
+                              choice_kwargs=lambda start: {"mode": self.mode, "n_thoughts": self.n_thoughts},
+                              label=f"--model {self.name!r}")
+        return [self._record(s) for s in evaluation.scored]
+
+    def _record(self, s: ScoredScene) -> dict[str, Any]:
+        rec = {
+            "scene_id": s.scene_id, "dataset": s.group, "user_id": s.scene.get("user_id"),
+            "item_id": s.scene.get("item_id"), "item_pos": s.target, "n_options": len(s.probs),
+            "probs": [round(float(p), 6) for p in s.probs], "hits": s.hits, "repeat": self.repeat,
+            "model": self.name, "mode": self.mode, "_seconds": s.seconds,
+        }
+        if s.rationales:
+            rec["rationales"] = s.rationales
+        if s.thought_probs is not None:
+            rec["thought_probs"] = np.round(s.thought_probs, 6).tolist()
+        return rec
+
+
 def _run_params(name: str, mode: str, repeat: int, seed: int, baseline: bool, backend: str, dtype: str,
                 prompts: str | os.PathLike | None, truncate_history: bool, n_thoughts: int, max_thought_tokens: int,
                 temperature: float, top_p: float, likelihood_score: str, score_temperature: float) -> dict[str, Any]:
@@ -393,6 +456,7 @@ def evaluate_file(
     score_temperature: float = 1.0,
     fresh: bool = False,
     engine_kwargs: dict[str, Any] | None = None,
+    engine: RayEngine | None = None,
 ) -> dict[str, Any]:
     """Evaluate a choice model on a scenes file; resumable; prints a table per dataset.
 
@@ -426,6 +490,9 @@ def evaluate_file(
         console: a ``rich`` console (default: a new one, 160 columns wide off a terminal).
         engine_kwargs: ``vllm`` backend: engine settings (``tensor_parallel_size``,
             ``data_parallel_size``, ``gpu_memory_utilization``, ``enable_prefix_caching`` ...).
+        engine: score the batches on Ray actors (one model per actor; ``model`` must then be a
+            name, not an object). Every scene's behaviours have their own seed, so the
+            records equal a single-process run's; they are appended in order of completion.
 
     Returns:
         The summary written to ``<output>.summary.json``.
@@ -441,6 +508,9 @@ def evaluate_file(
         raise ConfigError(f"engine_kwargs {sorted(engine_kwargs)} set the vLLM engine, but backend is {backend!r}; "
                           "use backend='vllm' or drop them")
     baseline = isinstance(model, str) and model in BASELINE_CHOICE_MODELS
+    if engine is not None and not isinstance(model, str):
+        raise ConfigError("a ready choice model object cannot be shipped to Ray actors (each actor builds its own); "
+                          "pass its name as model=, or drop engine=")
     if prompts and baseline:
         raise ConfigError(f"--prompts sets LLM prompt texts, but --model {model!r} is not an LLM; drop --prompts")
     in_path, out_path = Path(input), Path(output)
@@ -473,7 +543,7 @@ def evaluate_file(
     counted: dict[str, int] = {}
     if todo:
         llm: dict[str, Any] = {}
-        if not isinstance(model, str) or model not in BASELINE_CHOICE_MODELS:
+        if not baseline:
             backend_kwargs: dict[str, Any] = {}
             if backend in ("transformers", "hf"):
                 backend_kwargs = {"dtype": dtype, "share_prefix": share_prefix, "num_threads": threads,
@@ -486,41 +556,27 @@ def evaluate_file(
                                          max_thought_tokens=max_thought_tokens, batch_size=batch_size, seed=seed,
                                          truncate_history=truncate_history, likelihood_score=likelihood_score,
                                          score_temperature=score_temperature)}
-        models = _ModelPerDataset(model, project_path, **llm)
-        if mode == "decision":
-            models = _SeedPerScene(models, seed)
-        console.print(f"model: {models.description}, mode: {mode}")
+        process = EvalChunks(model=model, name=name, project_path=project_path, mode=mode, repeat=repeat, seed=seed,
+                             n_thoughts=n_thoughts, llm=llm)
+        if engine is None:
+            process.load()
+            console.print(f"model: {process.description}, mode: {mode}")
+        else:
+            console.print(f"model: {name} on {engine.workers} Ray worker(s), mode: {mode}")
+        chunks = _eval_chunks([s for _, s in todo], batch_size)
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
         with progress, JsonlAppender(out_path) as out:
             task = progress.add_task("scoring", total=len(todo))
-
-            def write(batch: list[ScoredScene]) -> None:
-                records = []
-                for s in batch:
-                    seconds[s.group] = seconds.get(s.group, 0.0) + s.seconds
-                    counted[s.group] = counted.get(s.group, 0) + 1
-                    rec = {
-                        "scene_id": s.scene_id, "dataset": s.group, "user_id": s.scene.get("user_id"),
-                        "item_id": s.scene.get("item_id"), "item_pos": s.target, "n_options": len(s.probs),
-                        "probs": [round(float(p), 6) for p in s.probs], "hits": s.hits, "repeat": repeat,
-                        "model": name, "mode": mode, "scene_fp": fingerprints[s.scene_id],
-                    }
-                    if s.rationales:
-                        rec["rationales"] = s.rationales
-                    if s.thought_probs is not None:
-                        rec["thought_probs"] = np.round(s.thought_probs, 6).tolist()
-                    records.append(rec)
+            results = in_process(process, chunks) if engine is None else engine.map_chunks(process, chunks)
+            for _, records in results:
+                for rec in records:
+                    spent = rec.pop("_seconds")
+                    seconds[rec["dataset"]] = seconds.get(rec["dataset"], 0.0) + spent
+                    counted[rec["dataset"]] = counted.get(rec["dataset"], 0) + 1
+                    rec["scene_fp"] = fingerprints[rec["scene_id"]]
                 out.write(records)
-                progress.advance(task, len(batch))
-
-            evaluate(
-                [s for _, s in todo], models, repeats=repeat, seed=seed, batch_size=batch_size,
-                groups=[str(s.get("dataset", "")) for _, s in todo],
-                targets=[scene_target(s, f"{in_path}:{lineno}") for lineno, s in todo],
-                choice_kwargs=lambda start: {"mode": mode, "n_thoughts": n_thoughts},
-                on_batch=write, label=f"--model {name!r}",
-            )
+                progress.advance(task, len(records))
 
     # Metrics over every finished record of the input scenes (this run and earlier ones).
     wanted = set(ids)

@@ -63,6 +63,7 @@ from usermirrorer.data_pipeline.popularity import (  # causal_popularity & co: r
     iter_causal_popularity,
     popularity_bins,
 )
+from usermirrorer.data_pipeline.ray_engine import RayEngine, in_process
 from usermirrorer.data_pipeline.raw import RawDataset, format_time, load_raws, parse_time, raw_paths
 from usermirrorer.data_pipeline.sampling.availability import Availability, ReleaseIndex
 from usermirrorer.data_pipeline.sampling.draws import (
@@ -112,6 +113,8 @@ __all__ = [
     "build_scene_file",
     "scenes_path",
     "LengthFilter",
+    "SceneShards",
+    "shard_rng",
 ]
 
 SPLITS = ("train", "eval")
@@ -161,6 +164,12 @@ class SceneConfig:
             catalogs of millions). The collaborative search stays exact: pruned by item norm it
             is as fast as the index.
         faiss_nprobe: inverted lists the FAISS index visits per query (recall vs speed).
+        shard_size: None (default): one random stream over all scenes, what every published
+            seed gives. An int: the candidates, in their drawn order, are cut into shards of
+            this many interactions, and shard ``k`` is sampled under a generator of its own
+            (``(seed, split, negatives, k)``), so shards can run anywhere, in any order
+            (``--engine ray``) and give the same scenes as a single process with the same
+            ``shard_size``. A different draw than None: other scenes for the same seed.
     """
 
     n_samples: int
@@ -182,6 +191,7 @@ class SceneConfig:
     chunk_bytes: int = 256 * 2**20
     neighbours: str = "exact"
     faiss_nprobe: int = 16
+    shard_size: int | None = None
 
     def validate(self) -> SceneConfig:
         """Raise ConfigError naming the setting to change; returns self."""
@@ -218,6 +228,8 @@ class SceneConfig:
             raise ConfigError(f"neighbours must be one of {NEIGHBOURS}, got {self.neighbours!r}")
         if self.faiss_nprobe < 1:
             raise ConfigError(f"faiss_nprobe must be >= 1, got {self.faiss_nprobe}")
+        if self.shard_size is not None and (not isinstance(self.shard_size, int) or self.shard_size < 1):
+            raise ConfigError(f"shard_size must be an integer >= 1 (or None), got {self.shard_size!r}")
         return self
 
 
@@ -842,6 +854,7 @@ def sample_scenes(
     progress: bool = False,
     sampler: SceneSampler | None = None,
     length_filter: LengthFilter | None = None,
+    engine: RayEngine | None = None,
 ) -> tuple[list[dict[str, Any]], SceneReport]:
     """Sample scene records (DESIGN.md §2 format) from ``ds``.
 
@@ -858,11 +871,20 @@ def sample_scenes(
         sampler: a prepared :class:`SceneSampler` (reuses its scorers; ``config`` must match).
         length_filter: measures prompts when ``config.max_tokens`` is set (required then):
             ``usermirrorer.sim.prompt_length.PromptLengthFilter.for_config(config)``.
+        engine: sample the shards on Ray actors (needs ``config.shard_size``); each actor
+            builds its own sampler, from ``project_path``'s raws when they hold ``ds`` (so the
+            dataset is not shipped) and its embedding caches.
 
     Returns:
         ``(records, report)``; records in the order the candidates were drawn.
+
+    Raises:
+        ConfigError: an ``engine`` without ``config.shard_size``.
     """
     config.validate()
+    if engine is not None and config.shard_size is None:
+        raise ConfigError("the Ray engine samples shards, each under a seed of its own: set shard_size "
+                          "(--shard-size N; the same N without --engine ray gives the same scenes)")
     setup_start = _time.perf_counter()
     if sampler is None:
         sampler = SceneSampler(ds, config, strategy, project_path, fit_rows)
@@ -905,28 +927,11 @@ def sample_scenes(
     report.setup_seconds = _time.perf_counter() - setup_start
 
     start_time = _time.perf_counter()
-    records: list[dict[str, Any]] = []
-    cursor = 0
-    bar = _progress_bar(progress, config)
-    with bar:
-        task = bar.add_task("scenes", total=min(config.n_samples, len(rows)))
-        while len(records) < config.n_samples and cursor < len(rows):
-            need = config.n_samples - len(records)
-            # After a length filter dropped some, draw a little more than the deficit.
-            take = need if cursor == 0 else need + need // 4 + 8
-            batch_rows = rows[order[cursor:cursor + take]]
-            cursor += len(batch_rows)
-            scenes = sampler.sample(batch_rows, rng, report)
-            if length_filter is not None:
-                ok = length_filter.keep(scenes)
-                n_long = len(ok) - sum(ok)
-                if n_long:
-                    report.dropped[f"prompt longer than {config.max_tokens} tokens"] = (
-                        report.dropped.get(f"prompt longer than {config.max_tokens} tokens", 0) + n_long)
-                scenes = [s for s, k in zip(scenes, ok) if k]
-            scenes = scenes[:need]
-            records.extend(scenes)
-            bar.update(task, advance=len(scenes))
+    if config.shard_size is not None:
+        shards = SceneShards(sampler=sampler, ds=ds, project_path=project_path, fit_rows=fit_rows)
+        records = _sample_shards(shards, rows[order], config, report, length_filter, engine, progress)
+    else:
+        records = _sample_stream(sampler, rows, order, rng, config, report, length_filter, progress)
     report.seconds = _time.perf_counter() - start_time
     report.written = len(records)
     k_max = config.max_exposure
@@ -938,6 +943,126 @@ def sample_scenes(
     if len(records) < config.n_samples:
         report.dropped["not enough candidates"] = config.n_samples - len(records)
     return records, report
+
+
+def _drop_long(scenes: list[dict[str, Any]], length_filter: LengthFilter | None, config: SceneConfig,
+               report: SceneReport) -> list[dict[str, Any]]:
+    if length_filter is None:
+        return scenes
+    ok = length_filter.keep(scenes)
+    n_long = len(ok) - sum(ok)
+    if n_long:
+        reason = f"prompt longer than {config.max_tokens} tokens"
+        report.dropped[reason] = report.dropped.get(reason, 0) + n_long
+    return [s for s, k in zip(scenes, ok) if k]
+
+
+def _sample_stream(sampler: SceneSampler, rows: np.ndarray, order: np.ndarray, rng: np.random.Generator,
+                   config: SceneConfig, report: SceneReport, length_filter: LengthFilter | None,
+                   progress: bool) -> list[dict[str, Any]]:
+    """The default scheme: one generator draws every scene, chunk after chunk."""
+    records: list[dict[str, Any]] = []
+    cursor = 0
+    bar = _progress_bar(progress, config)
+    with bar:
+        task = bar.add_task("scenes", total=min(config.n_samples, len(rows)))
+        while len(records) < config.n_samples and cursor < len(rows):
+            need = config.n_samples - len(records)
+            # After a length filter dropped some, draw a little more than the deficit.
+            take = need if cursor == 0 else need + need // 4 + 8
+            batch_rows = rows[order[cursor:cursor + take]]
+            cursor += len(batch_rows)
+            scenes = _drop_long(sampler.sample(batch_rows, rng, report), length_filter, config, report)
+            scenes = scenes[:need]
+            records.extend(scenes)
+            bar.update(task, advance=len(scenes))
+    return records
+
+
+def shard_rng(config: SceneConfig, shard: int) -> np.random.Generator:
+    """The generator of shard ``shard`` (``config.shard_size`` set): seed, split, negatives, shard."""
+    return np.random.default_rng(np.random.SeedSequence(
+        [config.seed, SPLITS.index(config.split), NEGATIVES.index(config.negatives), 1, int(shard)]))
+
+
+def _sample_shards(shards: SceneShards, ordered: np.ndarray, config: SceneConfig, report: SceneReport,
+                   length_filter: LengthFilter | None, engine: RayEngine | None,
+                   progress: bool) -> list[dict[str, Any]]:
+    """Shards of ``config.shard_size`` candidates (in drawn order), each under its own generator.
+
+    The shards needed for the missing scenes are sampled (in process or on Ray actors, in any
+    order) and their scenes kept in shard order, so the result depends on neither.
+    """
+    size = int(config.shard_size)
+    total = -(-len(ordered) // size)
+    records: list[dict[str, Any]] = []
+    next_shard = 0
+    bar = _progress_bar(progress, config)
+    with bar:
+        task = bar.add_task("scenes", total=min(config.n_samples, len(ordered)))
+        while len(records) < config.n_samples and next_shard < total:
+            need = config.n_samples - len(records)
+            # After a length filter dropped some, draw a little more than the deficit.
+            wanted = need if next_shard == 0 else need + need // 4 + 8
+            todo = [(k, [{"row": int(r)} for r in ordered[k * size:(k + 1) * size]])
+                    for k in range(next_shard, min(total, next_shard + -(-wanted // size)))]
+            next_shard = todo[-1][0] + 1
+            done = dict(in_process(shards, todo) if engine is None else engine.map_chunks(shards, todo))
+            for k, _ in todo:
+                *scenes, tally = done[k]
+                for reason, n in tally["_dropped"].items():
+                    report.dropped[reason] = report.dropped.get(reason, 0) + n
+                scenes = _drop_long(scenes, length_filter, config, report)[:config.n_samples - len(records)]
+                records.extend(scenes)
+                bar.update(task, advance=len(scenes))
+    return records
+
+
+@dataclass
+class SceneShards:
+    """Scene sampling's per-shard function (picklable: it runs on Ray actors too).
+
+    ``self(shard, k)`` takes ``[{"row": interaction row}, ...]`` and returns the shard's scenes
+    followed by one tally ``{"_dropped": {reason: count}}``. ``load()`` builds the sampler; on an
+    actor from ``project_path``'s raws when they hold ``ds`` (the dataset is not shipped), and
+    the embeddings from that project's cache (the driver's sampler wrote it).
+    """
+
+    sampler: SceneSampler | None = None
+    ds: RawDataset | None = None
+    project_path: str | os.PathLike | None = None
+    fit_rows: np.ndarray | None = None
+    config: SceneConfig | None = None
+    strategy: DomainStrategy | None = None
+
+    def __post_init__(self) -> None:
+        if self.sampler is not None:
+            self.config, self.strategy = self.sampler.config, self.sampler.strategy
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__, sampler=None)  # an actor builds its own
+        if self.project_path is not None and self.ds is not None and all(
+                p.exists() for p in raw_paths(self.project_path, self.ds.name)):
+            state["ds_name"], state["ds"] = self.ds.name, None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        name = state.pop("ds_name", None)
+        self.__dict__.update(state)
+        if name is not None:
+            self.ds = load_raws(self.project_path, name)
+
+    def load(self) -> None:
+        if self.sampler is None:
+            self.sampler = SceneSampler(self.ds, self.config, self.strategy, self.project_path, self.fit_rows)
+
+    def __call__(self, shard: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+        self.load()
+        report = SceneReport(dataset=self.sampler.ds.name, split=self.config.split, negatives=self.config.negatives,
+                             requested=len(shard))
+        rows = np.array([int(x["row"]) for x in shard], dtype=np.int64)
+        scenes = self.sampler.sample(rows, shard_rng(self.config, k), report)
+        return [*scenes, {"_dropped": dict(report.dropped)}]
 
 
 def _retarget(sampler: SceneSampler, config: SceneConfig) -> SceneSampler:
@@ -993,6 +1118,7 @@ def build_scene_file(
     share_users: bool = False,
     progress: bool = False,
     length_filter: LengthFilter | None = None,
+    engine: RayEngine | None = None,
 ) -> SceneReport:
     """Sample scenes of ``dataset`` and write them to ``datasets/<D>_<split>.jsonl``.
 
@@ -1008,7 +1134,7 @@ def build_scene_file(
         output: another output file (default :func:`scenes_path`).
         share_users: let train scenes use eval users (never their eval interactions).
         progress: show a progress bar.
-        length_filter: see :func:`sample_scenes`.
+        length_filter, engine: see :func:`sample_scenes`.
     """
     if ds is None:
         ds = load_raws(project_path, dataset)
@@ -1024,7 +1150,7 @@ def build_scene_file(
         exclude_users = sorted({r["user_id"] for r in other_records if "user_id" in r})
     records, report = sample_scenes(ds, config, project_path=project_path, exclude_rows=exclude_rows,
                                     exclude_users=exclude_users, progress=progress,
-                                    length_filter=length_filter)
+                                    length_filter=length_filter, engine=engine)
     write_jsonl(target, records)
     report.path = str(target)
     report.excluded_users = len(exclude_users or ())

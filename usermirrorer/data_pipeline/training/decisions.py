@@ -24,15 +24,18 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from usermirrorer.data_pipeline.jsonl import JsonlAppender
+from usermirrorer.data_pipeline.ray_engine import RayEngine
 from usermirrorer.data_pipeline.sampling.draws import check_seed
 from usermirrorer.data_pipeline.training.stage import (
     StageReport,
+    check_shippable,
     check_version,
     chunk_rng,
     load_train_scenes,
@@ -49,6 +52,7 @@ from usermirrorer.sim.prompts import DEFAULT_PROMPTS, build_prompt, clean_though
 __all__ = [
     "decisions_path",
     "generate_decisions",
+    "DecisionChunks",
     "make_simulator",
     "run_decisions",
     "write_decisions_batch",
@@ -120,6 +124,7 @@ def run_decisions(
     progress: bool = True,
     backend_kwargs: Mapping[str, Any] | None = None,
     fresh: bool = False,
+    engine: RayEngine | None = None,
 ) -> StageReport:
     """Write ``decisions/<D>_decisions_<version>.jsonl`` for the train scenes (resumable).
 
@@ -133,6 +138,8 @@ def run_decisions(
         chunk_size: scenes per generation call (and per flush).
         limit: only the first ``limit`` train scenes (smoke runs).
         simulator: a ready simulator (tests); built from ``model``/``backend`` otherwise.
+        engine: run the chunks on Ray actors (one simulator per actor); the records equal a
+            single-process run's (each chunk has its own seed), in order of completion.
     """
     check_version(version)
     check_seed(seed)
@@ -140,21 +147,50 @@ def run_decisions(
     if limit is not None:
         scenes = scenes[:limit]
     out_path = decisions_path(project_path, dataset, version)
-    sim = simulator
-    state: dict[str, Any] = {}
-
-    def process(chunk: list[Mapping[str, Any]], ci: int) -> list[dict[str, Any]]:
-        if "sim" not in state:  # build lazily: a finished file needs no model at all
-            state["sim"] = sim or make_simulator(model, backend, n_thoughts=n, max_thought_tokens=max_thought_tokens,
-                                                 temperature=temperature, top_p=top_p,
-                                                 batch_size=max(n, chunk_size * n), **dict(backend_kwargs or {}))
-        return generate_decisions(chunk, state["sim"], n, chunk_rng(seed, ci), version=version, model=model)
-
+    check_shippable(simulator, engine)
+    process = DecisionChunks(model=model, version=version, n=n, seed=seed, backend=backend,
+                             max_thought_tokens=max_thought_tokens, temperature=temperature, top_p=top_p,
+                             batch_size=max(n, chunk_size * n), backend_kwargs=dict(backend_kwargs or {}),
+                             simulator=simulator)
     params = {"model": model, "backend": backend, "n": n, "seed": seed, "chunk_size": chunk_size,
               "max_thought_tokens": max_thought_tokens, "temperature": temperature, "top_p": top_p}
     return run_resumable(scenes, out_path, process, chunk_size=chunk_size, stage=f"decisions {dataset}/{version}",
                          progress=progress, params=params, fresh=fresh,
-                         made_by=f"usermirrorer decisions --dataset {dataset} --version {version}")
+                         made_by=f"usermirrorer decisions --dataset {dataset} --version {version}", engine=engine)
+
+
+@dataclass
+class DecisionChunks:
+    """The decisions stage's per-chunk function (picklable: it runs on Ray actors too).
+
+    ``load()`` builds the simulator once (a finished file needs no model at all, so the
+    single-process run calls it lazily, on the first chunk); ``self(chunk, ci)`` is
+    :func:`generate_decisions` under chunk ``ci``'s generator (:func:`~.stage.chunk_rng`).
+    """
+
+    model: str
+    version: str
+    n: int
+    seed: int
+    backend: str = "transformers"
+    max_thought_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 0.9
+    batch_size: int = 8
+    backend_kwargs: dict[str, Any] = field(default_factory=dict)
+    simulator: Any = None
+
+    def load(self) -> None:
+        if self.simulator is None:
+            self.simulator = make_simulator(self.model, self.backend, n_thoughts=self.n,
+                                            max_thought_tokens=self.max_thought_tokens,
+                                            temperature=self.temperature, top_p=self.top_p,
+                                            batch_size=self.batch_size, **self.backend_kwargs)
+
+    def __call__(self, chunk: list[Mapping[str, Any]], ci: int) -> list[dict[str, Any]]:
+        self.load()
+        return generate_decisions(chunk, self.simulator, self.n, chunk_rng(self.seed, ci), version=self.version,
+                                  model=self.model)
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,15 +24,18 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from usermirrorer.data_pipeline.jsonl import JsonlAppender
+from usermirrorer.data_pipeline.ray_engine import RayEngine
 from usermirrorer.data_pipeline.training.decisions import batch_scene_ids, decisions_path
 from usermirrorer.data_pipeline.training.stage import (
     StageReport,
+    check_shippable,
     check_version,
     load_train_scenes,
     require_columns,
@@ -45,7 +48,7 @@ from usermirrorer.sim import SimOptions, UserSimulator
 from usermirrorer.sim.backends import make_backend
 from usermirrorer.sim.prompts import build_prompt
 
-__all__ = ["probs_path", "score_decisions", "join_decisions", "run_probs", "write_probs_batch", "read_probs_batch"]
+__all__ = ["probs_path", "score_decisions", "ProbsChunks", "join_decisions", "run_probs", "write_probs_batch", "read_probs_batch"]
 
 
 def probs_path(project_path: str | os.PathLike, dataset: str, version: str) -> Path:
@@ -113,6 +116,7 @@ def run_probs(
     progress: bool = True,
     backend_kwargs: Mapping[str, Any] | None = None,
     fresh: bool = False,
+    engine: RayEngine | None = None,
 ) -> StageReport:
     """Write ``probs/<D>_probs_<version>.jsonl`` for every scene with decisions (resumable).
 
@@ -123,29 +127,48 @@ def run_probs(
         version: which decisions to score ("strong" or "weak").
         chunk_size: scenes per flush; all their thoughts are scored in one call.
         limit: only the first ``limit`` scenes that have decisions.
+        engine: run the chunks on Ray actors (one predictor per actor); same records as a
+            single-process run, in order of completion.
     """
     scenes = join_decisions(project_path, dataset, version)
     if limit is not None:
         scenes = scenes[:limit]
     out_path = probs_path(project_path, dataset, version)
-    state: dict[str, Any] = {}
-
-    def process(chunk: list[Mapping[str, Any]], ci: int) -> list[dict[str, Any]]:
-        if "sim" not in state:
-            state["sim"] = simulator or _make_predictor(model, backend, chunk_size, backend_kwargs)
-        clear = getattr(getattr(state["sim"], "backend", None), "clear_cache", None)
-        if callable(clear):
-            clear()  # a chunk must not depend on what the previous chunk left in the cache
-        return score_decisions(chunk, state["sim"], version=version, model=model)
-
+    check_shippable(simulator, engine)
+    process = ProbsChunks(model=model, version=version, backend=backend,
+                          backend_kwargs=dict(backend_kwargs or {}), simulator=simulator)
     return run_resumable(scenes, out_path, process, chunk_size=chunk_size, stage=f"probs {dataset}/{version}",
                          progress=progress, params={"model": model, "backend": backend, "chunk_size": chunk_size},
-                         fresh=fresh, made_by=f"usermirrorer probs --dataset {dataset} --version {version}")
+                         fresh=fresh, made_by=f"usermirrorer probs --dataset {dataset} --version {version}",
+                         engine=engine)
 
 
-def _make_predictor(model: str, backend: str, chunk_size: int, backend_kwargs: Mapping[str, Any] | None):
-    return UserSimulator(model=model, backend=backend, options=SimOptions(mode="decision", batch_size=8),
-                         **dict(backend_kwargs or {}))
+@dataclass
+class ProbsChunks:
+    """The probs stage's per-chunk function (picklable: it runs on Ray actors too).
+
+    ``load()`` builds the predictor once; ``self(chunk, ci)`` clears the backend's prefix cache
+    (a chunk must not depend on what the previous chunk left there, so any actor gives the
+    same numbers) and runs :func:`score_decisions`.
+    """
+
+    model: str
+    version: str
+    backend: str = "transformers"
+    backend_kwargs: dict[str, Any] = field(default_factory=dict)
+    simulator: Any = None
+
+    def load(self) -> None:
+        if self.simulator is None:
+            self.simulator = UserSimulator(model=self.model, backend=self.backend,
+                                           options=SimOptions(mode="decision", batch_size=8), **self.backend_kwargs)
+
+    def __call__(self, chunk: list[Mapping[str, Any]], ci: int) -> list[dict[str, Any]]:
+        self.load()
+        clear = getattr(getattr(self.simulator, "backend", None), "clear_cache", None)
+        if callable(clear):
+            clear()
+        return score_decisions(chunk, self.simulator, version=self.version, model=self.model)
 
 
 def _todo(project_path: str | os.PathLike, dataset: str, version: str, limit: int | None) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from usermirrorer.data_pipeline.jsonl import JsonlAppender, check_run_params, done_keys, iter_jsonl
+from usermirrorer.data_pipeline.ray_engine import RayEngine, in_process
 from usermirrorer.data_pipeline.scene import scene_fingerprint, scene_id
 from usermirrorer.errors import ConfigError, DataError, data_problem
 
@@ -33,6 +34,7 @@ __all__ = [
     "unfinished",
     "stage_records",
     "require_columns",
+    "check_shippable",
     "chunk_rng",
     "run_resumable",
 ]
@@ -119,6 +121,17 @@ def require_columns(scenes: Iterable[Mapping[str, Any]], columns: Sequence[str],
         raise DataError(f"{where}: scenes lack required columns {list(columns)}", problems)
 
 
+def check_shippable(simulator: Any, engine: RayEngine | None) -> None:
+    """Refuse a ready ``simulator`` object with a Ray engine: each actor builds its own model.
+
+    Raises:
+        ConfigError: both were given.
+    """
+    if simulator is not None and engine is not None:
+        raise ConfigError("a ready simulator object cannot be shipped to Ray actors (each actor loads its own "
+                          "model); pass model= and backend= instead of simulator=, or drop engine=")
+
+
 def chunk_rng(seed: int, chunk_index: int) -> np.random.Generator:
     """The generator of one chunk: depends only on the base seed and the chunk index."""
     return np.random.default_rng([int(seed), int(chunk_index)])
@@ -171,6 +184,7 @@ def run_resumable(
     params: Mapping[str, Any] | None = None,
     fresh: bool = False,
     made_by: str | None = None,
+    engine: RayEngine | None = None,
 ) -> StageReport:
     """Run ``process`` over fixed chunks of ``items`` and append its records to ``out_path``.
 
@@ -185,6 +199,11 @@ def run_resumable(
             refused (:func:`~usermirrorer.data_pipeline.jsonl.check_run_params`).
         fresh: delete the output first and start over.
         made_by: the command, named in errors (default: ``stage``).
+        engine: a :class:`~usermirrorer.data_pipeline.ray_engine.RayEngine` to run the chunks
+            on Ray actors (``process`` must then be picklable, with a ``load()``); their
+            records arrive in order of completion and are written as they arrive, so the
+            file's line order may differ from a single-process run's, its records do not.
+            None: every chunk in turn, in this process.
 
     Raises:
         ConfigError: a chunk size below 1, or ``params`` differ from the output's.
@@ -206,8 +225,10 @@ def run_resumable(
     log_lines = progress and not bar.console.is_terminal
     with bar, JsonlAppender(out_path) as out:
         task = bar.add_task(stage, total=len(items), completed=report.skipped)
-        for ci, chunk in todo:
-            records = process(chunk, ci)
+        chunk_of = dict(todo)
+        results = in_process(process, todo) if engine is None else engine.map_chunks(process, todo)
+        for ci, records in results:
+            chunk = chunk_of[ci]
             if len(records) != len(chunk):
                 raise DataError(f"{stage}: chunk {ci} gave {len(records)} records for {len(chunk)} scenes")
             new = [_with_fingerprint(r, it) for it, r in zip(chunk, records) if it["scene_id"] not in done]

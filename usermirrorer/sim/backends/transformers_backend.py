@@ -471,6 +471,25 @@ class TransformersBackend:
             out[i] = float(logprobs[i, at, targets].double().sum())
         return out
 
+    def prompt_logprobs(self, rows: list[list[int]]) -> list[np.ndarray]:
+        """``log P(row[j] | row[:j])`` for every token ``j >= 1`` of each row (float64, ``len(row) - 1``).
+
+        What an OpenAI ``echo`` request returns (the scoring service answers it with this). One
+        forward per row: the full-vocabulary logits of every position of a batch would not fit.
+        """
+        torch = self._torch
+        out = []
+        for row in rows:
+            input_ids = torch.as_tensor([row], dtype=torch.long, device=self.device)
+            positions = torch.arange(len(row), device=self.device).unsqueeze(0)
+            mask = torch.ones_like(input_ids)
+            logits, _ = self._forward(input_ids, mask, positions, 0, use_cache=False)  # 0: every position
+            self.stats.computed_tokens += len(row)
+            logprobs = torch.log_softmax(logits[0, :-1].float(), dim=-1)
+            targets = input_ids[0, 1:]
+            out.append(logprobs[torch.arange(len(row) - 1, device=self.device), targets].double().cpu().numpy())
+        return out
+
     def _remember_rows(self, arrays: list[np.ndarray], cache) -> None:
         # Keep each row's own KV so a follow-up request of the same session (same profile and
         # history, one more item) continues from it.
@@ -507,13 +526,18 @@ class TransformersBackend:
         Sampling uses a private torch RNG seeded with ``seed``, so the same batch with the same
         seed gives the same texts (the caller's global RNG state is left alone).
         """
-        torch = self._torch
         if not prompts:
             return []
         if n < 1:
             raise ConfigError(f"n (thoughts per prompt) must be >= 1, got {n}")
         ids = self.encode(prompts)
         self._check_lengths(prompts, ids, extra=max_tokens)
+        return self.generate_ids(ids, n, temperature, top_p, max_tokens, stop, seed)
+
+    def generate_ids(self, ids: list[list[int]], n: int, temperature: float, top_p: float, max_tokens: int,
+                     stop: list[str], seed: int) -> list[list[str]]:
+        """:meth:`generate` on prompts already tokenised (the scoring service receives text)."""
+        torch = self._torch
         width = max(len(r) for r in ids)
         # generate() continues every row from the same last column: pad on the left.
         input_ids = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
@@ -544,7 +568,7 @@ class TransformersBackend:
         new = out[:, width:].cpu()
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         result = []
-        for i in range(len(prompts)):
+        for i in range(len(ids)):
             result.append([cut_at_stop(t, stop) for t in texts[i * n : (i + 1) * n]])
         return result
 
