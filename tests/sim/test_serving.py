@@ -135,3 +135,23 @@ def test_echo_returns_prompt_logprobs_as_likelihood_mode_reads_them(server, tiny
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
     status, reply = _post(server.url, {"model": "tiny", "prompt": rows, "max_tokens": 1, "echo": True})
     assert status == 400 and "max_tokens=0" in reply["error"]["message"]
+
+
+def test_likelihood_mode_through_the_openai_backend_equals_the_in_process_backend(server, tiny_model_dir, tiny_backend):
+    """The whole client path of likelihood mode (``OpenAIBackend.continuation_logprobs``: one echo
+    request per scene, token ids in, prompt log-probabilities out) against the service."""
+    from usermirrorer.sim import SimOptions, UserSimulator
+    from usermirrorer.sim.backends.openai_backend import OpenAIBackend
+
+    scenes = [make_scene(i, k=k) for i, k in enumerate([3, 5])]
+    client = OpenAIBackend("tiny", base_url=server.url, tokenizer=str(tiny_model_dir), max_retries=0)
+    before = server.service.stats.echo_requests
+    remote = UserSimulator("tiny", backend=client, options=SimOptions(mode="likelihood")).choice_probs(scenes)
+    local = UserSimulator(tiny_backend.model_name, backend=tiny_backend,
+                          options=SimOptions(mode="likelihood")).choice_probs(scenes)
+    for r, loc in zip(remote, local):
+        # PMI = two sums of fp32 token log-probs; the service scores each sequence whole
+        np.testing.assert_allclose(r.scores, loc.scores, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(r.probs, loc.probs, atol=1e-5, rtol=0)
+    # one request per scene context, plus the neutral context's once for all option texts
+    assert server.service.stats.echo_requests - before == client.stats.requests == len(scenes) + 1

@@ -198,74 +198,17 @@ def test_vllm_backend_without_vllm_names_the_extra():
         make_backend("vllm", "tiny-random")
 
 
-class _EchoServer(_ScriptedServer):
-    """A completions server that answers ``echo=True`` requests with real prompt log-probabilities.
 
-    The tiny model (fp32) scores each token-id prompt of the request, as vLLM's server does for
-    ``echo`` + ``logprobs``; with ``with_logprobs=False`` it answers like a server that returns
-    no prompt log-probabilities (OpenAI's hosted models).
-    """
-
-    def __init__(self, model, with_logprobs: bool = True):
-        super().__init__([])
-        owner = self
-        owner.bodies = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                import torch
-
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                owner.calls += 1
-                owner.bodies.append(body)
-                choices = []
-                for index, ids in enumerate(body["prompt"]):
-                    with torch.no_grad():
-                        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
-                    values = [None] + [float(logp[i - 1, t]) for i, t in enumerate(ids) if i > 0]
-                    logprobs = {"tokens": [str(t) for t in ids], "token_logprobs": values, "top_logprobs": None,
-                                "text_offset": list(range(len(ids)))}
-                    choices.append({"index": index, "text": "", "finish_reason": "length",
-                                    "logprobs": logprobs if with_logprobs else None})
-                data = json.dumps({"id": "cmpl-echo", "object": "text_completion", "created": 0, "model": "tiny",
-                                   "choices": choices[::-1]}).encode()  # out of order: the client sorts by index
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd.server_close()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-
-def test_likelihood_mode_through_echo_logprobs_equals_the_transformers_backend(tiny_model_dir, tiny_backend, scene_factory):
+def test_likelihood_mode_against_a_server_without_prompt_logprobs_names_the_mode(tiny_model_dir, scene_factory):
+    """A server that answers ``echo`` without prompt log-probabilities (OpenAI's hosted models)."""
     from usermirrorer.sim import SimOptions, UserSimulator
 
-    scenes = [scene_factory(i, k=k) for i, k in enumerate([3, 5])]
-    with _EchoServer(tiny_backend.model) as server:
-        backend = OpenAIBackend("tiny", base_url=server.url, tokenizer=str(tiny_model_dir), max_retries=0)
-        remote = UserSimulator("tiny", backend=backend, options=SimOptions(mode="likelihood")).choice_probs(scenes)
-    local = UserSimulator(tiny_backend.model_name, backend=tiny_backend, options=SimOptions(mode="likelihood")).choice_probs(scenes)
-    for r, loc in zip(remote, local):
-        np.testing.assert_allclose(r.scores, loc.scores, atol=1e-5, rtol=0)
-        np.testing.assert_allclose(r.probs, loc.probs, atol=1e-5, rtol=0)
-    scene_requests = [b for b in server.bodies if len(b["prompt"]) in (3, 5)]
-    assert scene_requests and all(b["echo"] is True and b["max_tokens"] == 0 and b["logprobs"] == 1 for b in server.bodies)
-    # each scene's K option sequences travel as token ids in one request (the server scores our tokens)
-    assert all(isinstance(t, int) for b in server.bodies for row in b["prompt"] for t in row)
-
-
-def test_likelihood_mode_against_a_server_without_prompt_logprobs_names_the_mode(tiny_model_dir, tiny_backend, scene_factory):
-    from usermirrorer.sim import SimOptions, UserSimulator
-
-    with _EchoServer(tiny_backend.model, with_logprobs=False) as server:
+    scene = scene_factory(0, k=3)
+    reply = {"id": "cmpl-echo", "object": "text_completion", "created": 0, "model": "tiny",
+             "choices": [{"index": i, "text": "", "finish_reason": "length", "logprobs": None} for i in range(3)]}
+    with _ScriptedServer([(200, reply)]) as server:
         backend = OpenAIBackend("tiny", base_url=server.url, tokenizer=str(tiny_model_dir), max_retries=0)
         sim = UserSimulator("tiny", backend=backend, options=SimOptions(mode="likelihood"))
         with pytest.raises(BackendError, match="Mode 'likelihood' needs them: serve the model with vLLM"):
-            sim.choice_probs([scene_factory(0)])
+            sim.choice_probs([scene])
+    assert server.calls == 1  # not retried: the reply is well formed, it only lacks what the mode needs
