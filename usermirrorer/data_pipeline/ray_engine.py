@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from usermirrorer.errors import ConfigError, MissingDependency, UserMirrorerError
 
-__all__ = ["ENGINES", "ChunkFunction", "RayEngine", "in_process", "import_ray"]
+__all__ = ["ENGINES", "ChunkFunction", "RayEngine", "check_shippable", "in_process", "import_ray"]
 
 ENGINES = ("local", "ray")
 
@@ -56,6 +56,18 @@ def import_ray() -> Any:
     except ImportError as exc:
         raise MissingDependency("ray[data]", "ray") from exc
     return ray
+
+
+def check_shippable(ready: Any, engine: RayEngine | None, what: str = "simulator",
+                    instead: str = "pass model= and backend= instead of simulator=") -> None:
+    """Refuse a ready model object (``ready``) with a Ray engine: each actor builds its own model.
+
+    Raises:
+        ConfigError: both were given; says to pass ``instead`` or drop the engine.
+    """
+    if ready is not None and engine is not None:
+        raise ConfigError(f"a ready {what} object cannot be shipped to Ray actors (each actor loads its own "
+                          f"model); {instead}, or drop engine=")
 
 
 def in_process(process: ChunkFunction, chunks: Sequence[tuple[int, list[dict[str, Any]]]]

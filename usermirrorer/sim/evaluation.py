@@ -41,8 +41,8 @@ from rich.progress import (
 from rich.table import Table
 
 from usermirrorer.data_pipeline.jsonl import JsonlAppender, check_run_params, done_keys, iter_jsonl
-from usermirrorer.data_pipeline.ray_engine import RayEngine, in_process
 from usermirrorer.data_pipeline.raw import load_raws
+from usermirrorer.data_pipeline.ray_engine import RayEngine, check_shippable, in_process
 from usermirrorer.data_pipeline.sampling.draws import check_seed
 from usermirrorer.data_pipeline.scene import scene_fingerprint, scene_id, scene_target
 from usermirrorer.errors import ConfigError, DataError, data_problem
@@ -508,9 +508,7 @@ def evaluate_file(
         raise ConfigError(f"engine_kwargs {sorted(engine_kwargs)} set the vLLM engine, but backend is {backend!r}; "
                           "use backend='vllm' or drop them")
     baseline = isinstance(model, str) and model in BASELINE_CHOICE_MODELS
-    if engine is not None and not isinstance(model, str):
-        raise ConfigError("a ready choice model object cannot be shipped to Ray actors (each actor builds its own); "
-                          "pass its name as model=, or drop engine=")
+    check_shippable(None if isinstance(model, str) else model, engine, "choice model", "pass its name as model=")
     if prompts and baseline:
         raise ConfigError(f"--prompts sets LLM prompt texts, but --model {model!r} is not an LLM; drop --prompts")
     in_path, out_path = Path(input), Path(output)

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from usermirrorer.errors import BackendError, ConfigError, MissingDependency
+from usermirrorer.sim.backends.base import renormalise_logprobs
 
 __all__ = ["ScoringService", "ServiceStats", "build_app", "serve", "RunningServer", "start_server"]
 
@@ -138,12 +139,7 @@ class ScoringService:
             texts = await asyncio.get_running_loop().run_in_executor(self._model_thread, self._generate, ids, body, n,
                                                                     max_tokens)
             choices = [{"index": i, "text": t, "logprobs": None, "finish_reason": "stop"} for i, t in enumerate(texts)]
-        return {
-            "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-            "model": self.served_model_name, "choices": choices,
-            "usage": {"prompt_tokens": len(ids), "completion_tokens": n * max_tokens,
-                      "total_tokens": len(ids) + n * max_tokens},
-        }
+        return self._reply(choices, len(ids), n * max_tokens)
 
     async def _echo(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """``echo=True, max_tokens=0``: the log-probability of every prompt token (likelihood mode).
@@ -167,10 +163,14 @@ class ScoringService:
             choices.append({"index": i, "text": "".join(tokens), "finish_reason": "length",
                             "logprobs": {"tokens": tokens, "token_logprobs": [None, *map(float, lp)],
                                          "top_logprobs": None, "text_offset": list(range(len(row)))}})
-        tokens = sum(len(r) for r in rows)
+        return self._reply(choices, sum(len(r) for r in rows), 0)
+
+    def _reply(self, choices: list[dict[str, Any]], prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+        """A completions response body around ``choices``."""
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": self.served_model_name, "choices": choices,
-                "usage": {"prompt_tokens": tokens, "completion_tokens": 0, "total_tokens": tokens}}
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt_tokens + completion_tokens}}
 
     def _prompt_ids(self, prompt: Any) -> list[int]:
         if isinstance(prompt, str) and prompt:
@@ -215,7 +215,7 @@ class ScoringService:
             raise _BadRequest("'logit_bias' must map token ids to numbers")
         for token, value in bias.items():
             row[_token_id(token, len(row))] += float(value)
-        logprobs = row - (row.max() + np.log(np.exp(row - row.max()).sum()))
+        logprobs = renormalise_logprobs(row)  # log-softmax over the vocabulary, after the bias
         allowed = body.get("allowed_token_ids")
         pick_from = np.array([_token_id(t, len(row)) for t in allowed]) if allowed else np.arange(len(row))
         token = int(pick_from[np.argmax(logprobs[pick_from])])  # temperature 0: the scoring requests' setting

@@ -63,8 +63,8 @@ from usermirrorer.data_pipeline.popularity import (  # causal_popularity & co: r
     iter_causal_popularity,
     popularity_bins,
 )
-from usermirrorer.data_pipeline.ray_engine import RayEngine, in_process
 from usermirrorer.data_pipeline.raw import RawDataset, format_time, load_raws, parse_time, raw_paths
+from usermirrorer.data_pipeline.ray_engine import RayEngine, in_process
 from usermirrorer.data_pipeline.sampling.availability import Availability, ReleaseIndex
 from usermirrorer.data_pipeline.sampling.draws import (
     ItemDistribution,
@@ -957,6 +957,12 @@ def _drop_long(scenes: list[dict[str, Any]], length_filter: LengthFilter | None,
     return [s for s, k in zip(scenes, ok) if k]
 
 
+def _with_margin(need: int, first: bool) -> int:
+    """Candidates to draw for ``need`` more scenes: after the first draw some were dropped (a
+    length filter, no valid options), so draw a little more than the deficit."""
+    return need if first else need + need // 4 + 8
+
+
 def _sample_stream(sampler: SceneSampler, rows: np.ndarray, order: np.ndarray, rng: np.random.Generator,
                    config: SceneConfig, report: SceneReport, length_filter: LengthFilter | None,
                    progress: bool) -> list[dict[str, Any]]:
@@ -968,8 +974,7 @@ def _sample_stream(sampler: SceneSampler, rows: np.ndarray, order: np.ndarray, r
         task = bar.add_task("scenes", total=min(config.n_samples, len(rows)))
         while len(records) < config.n_samples and cursor < len(rows):
             need = config.n_samples - len(records)
-            # After a length filter dropped some, draw a little more than the deficit.
-            take = need if cursor == 0 else need + need // 4 + 8
+            take = _with_margin(need, first=cursor == 0)
             batch_rows = rows[order[cursor:cursor + take]]
             cursor += len(batch_rows)
             scenes = _drop_long(sampler.sample(batch_rows, rng, report), length_filter, config, report)
@@ -1002,8 +1007,7 @@ def _sample_shards(shards: SceneShards, ordered: np.ndarray, config: SceneConfig
         task = bar.add_task("scenes", total=min(config.n_samples, len(ordered)))
         while len(records) < config.n_samples and next_shard < total:
             need = config.n_samples - len(records)
-            # After a length filter dropped some, draw a little more than the deficit.
-            wanted = need if next_shard == 0 else need + need // 4 + 8
+            wanted = _with_margin(need, first=next_shard == 0)
             todo = [(k, [{"row": int(r)} for r in ordered[k * size:(k + 1) * size]])
                     for k in range(next_shard, min(total, next_shard + -(-wanted // size)))]
             next_shard = todo[-1][0] + 1

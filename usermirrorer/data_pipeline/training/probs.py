@@ -31,11 +31,10 @@ from typing import Any
 import numpy as np
 
 from usermirrorer.data_pipeline.jsonl import JsonlAppender
-from usermirrorer.data_pipeline.ray_engine import RayEngine
+from usermirrorer.data_pipeline.ray_engine import RayEngine, check_shippable
 from usermirrorer.data_pipeline.training.decisions import batch_scene_ids, decisions_path
 from usermirrorer.data_pipeline.training.stage import (
     StageReport,
-    check_shippable,
     check_version,
     load_train_scenes,
     require_columns,

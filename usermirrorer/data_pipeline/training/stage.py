@@ -34,7 +34,6 @@ __all__ = [
     "unfinished",
     "stage_records",
     "require_columns",
-    "check_shippable",
     "chunk_rng",
     "run_resumable",
 ]
@@ -119,17 +118,6 @@ def require_columns(scenes: Iterable[Mapping[str, Any]], columns: Sequence[str],
                 break
     if problems:
         raise DataError(f"{where}: scenes lack required columns {list(columns)}", problems)
-
-
-def check_shippable(simulator: Any, engine: RayEngine | None) -> None:
-    """Refuse a ready ``simulator`` object with a Ray engine: each actor builds its own model.
-
-    Raises:
-        ConfigError: both were given.
-    """
-    if simulator is not None and engine is not None:
-        raise ConfigError("a ready simulator object cannot be shipped to Ray actors (each actor loads its own "
-                          "model); pass model= and backend= instead of simulator=, or drop engine=")
 
 
 def chunk_rng(seed: int, chunk_index: int) -> np.random.Generator:
