@@ -79,6 +79,17 @@ def test_randomized_svd_agrees_with_exact(monkeypatch):
     assert np.allclose(exact @ exact.T, approx @ approx.T, atol=5e-3)
 
 
+def test_float32_product_equals_the_sparse_product():
+    from scipy import sparse
+
+    rng = np.random.default_rng(0)
+    matrix = sparse.random(40, 30, density=0.2, format="csr", random_state=1, dtype=np.float64)
+    dense = rng.standard_normal((30, 7))
+    got = embeddings._Float32Product(matrix) @ dense
+    assert got.dtype == np.float64 and got.shape == (40, 7)
+    assert np.allclose(got, matrix @ dense, rtol=1e-5, atol=1e-5)
+
+
 def test_fit_rows_restrict_the_fit():
     ds = two_communities()
     first_half = np.flatnonzero(ds.inter_time < ds.inter_time.max() // 2)

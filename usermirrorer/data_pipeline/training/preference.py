@@ -14,10 +14,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from usermirrorer.data_pipeline.jsonl import write_jsonl
 from usermirrorer.data_pipeline.training.decisions import decisions_path
@@ -35,6 +34,9 @@ from usermirrorer.data_pipeline.training.uncertainty import (
 )
 from usermirrorer.errors import ConfigError, DataError, data_problem
 from usermirrorer.sim.prompts import DEFAULT_PROMPTS, LETTERS, build_messages, clean_thought
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "decision_answer",
@@ -87,6 +89,8 @@ def build_pref_records(
         ``Behavior: [X]``), and the scene's uncertainty columns when given. ``prompts`` is the
         :class:`~usermirrorer.sim.prompts.PromptSet` to render with (default: the simulator's).
     """
+    import pandas as pd
+
     require_frame_columns(pairs, ("scene_idx", "chosen_version", "chosen_thought_idx", "chosen_behavior",
                      "rejected_version", "rejected_thought_idx", "rejected_behavior"), "build_pref_records")
     extra = uncertainty.set_index("scene_idx") if uncertainty is not None else None

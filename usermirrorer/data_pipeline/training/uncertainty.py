@@ -26,13 +26,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from usermirrorer.data_pipeline.training.stage import VERSIONS
 from usermirrorer.errors import ConfigError, DataError, data_problem
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "FilterConfig",
@@ -145,6 +147,8 @@ def thought_table(scenes: Sequence[Mapping[str, Any]], versions: Sequence[str] =
         DataError: a missing column, a row whose length differs from ``choice_cnt``, negative
             or non-finite values, or a row not summing to 1.
     """
+    import pandas as pd
+
     problems: list[str] = []
     rows_scene: list[int] = []
     rows_version: list[str] = []
@@ -273,6 +277,8 @@ def scene_uncertainty(thoughts: pd.DataFrame, probs: np.ndarray, versions: Seque
     ``{v}_logloss`` (mean per-thought log-loss, bits), ``{v}_n_thoughts``; plus
     ``diff_model_uncertainty`` = weak - strong model uncertainty when both versions are present.
     """
+    import pandas as pd
+
     require_frame_columns(thoughts, ("scene_idx", "scene_id", "dataset", "choice_cnt", "item_pos", "version",
                         "entropy", "preference", "logloss"), "scene_uncertainty")
     base = (thoughts[["scene_idx", "scene_id", "dataset", "choice_cnt", "item_pos"]]
@@ -382,6 +388,8 @@ def stratified_select(scenes: pd.DataFrame, config: FilterConfig = FilterConfig(
     Columns out: the selected rows (all columns kept), ordered by ``scene_idx``. Within a
     stratum the highest ``rank_by`` values win (ties: lower ``scene_idx``).
     """
+    import pandas as pd
+
     require_frame_columns(scenes, ("scene_idx", *config.strata, config.rank_by), "stratified_select")
     if scenes.empty:
         return scenes.copy()
