@@ -167,10 +167,10 @@ def test_eval_users_and_bad_configs_are_refused(tiny_model_dir, tmp_path):
         load_train_config(bad)
     with pytest.raises(ConfigError, match="unknown training profile"):
         profile_config("gpu")
-    assert profile_config("cpu", examples=600).curve == (250, 500)  # a shorter run keeps the points it reaches
+    assert profile_config("cpu", examples=1200).curve == (500, 1000)  # a shorter run keeps the points it reaches
     # the manifest's command reproduces a config: the profile plus what differs
-    assert command_line(profile_config("cpu", examples=600, batch_size=4)) == (
-        "usermirrorer train --profile cpu --project-path ./workspace --examples 600 --set batch_size=4 --curve 250,500")
+    assert command_line(profile_config("cpu", examples=1200, batch_size=4)) == (
+        "usermirrorer train --profile cpu --project-path ./workspace --examples 1200 --set batch_size=4 --curve 500,1000")
 
 
 def test_letter_examples_carry_no_letter_prior_and_score_what_letter_mode_reads(tiny_model_dir):
