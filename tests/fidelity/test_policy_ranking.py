@@ -16,6 +16,7 @@ from usermirrorer.envs.arena import run_arena
 from usermirrorer.fidelity.policy_ranking import (
     Episode,
     PolicyRankingConfig,
+    cache_stem,
     plan_episodes,
     real_log_scores,
     run_policy_ranking,
@@ -258,3 +259,21 @@ def test_trained_simulator_missing_is_left_out_with_the_command(tmp_path):
 def test_episode_options_are_reset_options():
     e = Episode("u1", 86400, (1, 2))
     assert e.reset_options == {"user_id": "u1", "start_time": "1970-01-02 00:00:00"}
+
+
+def test_a_retrained_checkpoint_gets_its_own_episode_cache(tmp_path):
+    # the cache of the "trained" simulator once outlived a retraining and was read back as the
+    # new model's answers: its file name now carries the weights' size and mtime
+    import os
+
+    model = tmp_path / "ex-100"
+    model.mkdir()
+    weights = model / "model.safetensors"
+    weights.write_bytes(b"x" * 10)
+    first = cache_stem("trained", str(model))
+    assert first.startswith("trained-") and cache_stem("trained", str(model)) == first
+    weights.write_bytes(b"y" * 11)
+    os.utime(weights, (1_000_000_000, 1_000_000_000))
+    assert cache_stem("trained", str(model)) != first
+    assert cache_stem("trained", str(tmp_path / "ex-200")) not in (first, cache_stem("trained", str(model)))
+    assert cache_stem("popularity", None) == "popularity"  # log-only simulators: their name

@@ -63,6 +63,7 @@ from usermirrorer.fidelity.rank_agreement import (
     paired_spearman_difference,
     wrong_pairs,
 )
+from usermirrorer.fidelity.runner import model_stamp
 from usermirrorer.fidelity.workspace import (
     FidelityPaths,
     ensure_split,
@@ -340,7 +341,7 @@ def _simulator(name: str, config: PolicyRankingConfig, ds: RawDataset, split: An
     if name in LLM_SIMULATORS:
         model_name, label = ((config.base_model, f"{config.base_model} base") if name == "base"
                              else _trained_model(config, split))
-        fit_path = cache_dir / f"{name}.fit.json"
+        fit_path = cache_dir / f"{cache_stem(name, model_name)}.fit.json"
         info: dict[str, Any] = {"label": label, "model": model_name, "kind": "llm"}
 
         def make_llm() -> Any:
@@ -364,6 +365,15 @@ def _simulator(name: str, config: PolicyRankingConfig, ds: RawDataset, split: An
 
 # ---------------------------------------------------------------------------------------------
 # the run
+
+
+def cache_stem(name: str, model: str | None) -> str:
+    """File stem of a simulator's cached episodes: an LLM's carries its weights' stamp, so a
+    retrained checkpoint (or another ``--trained-model``) is played afresh, never read back from
+    the answers of the model it replaced."""
+    if not model:
+        return name
+    return f"{name}-{hashlib.sha256(model_stamp(model).encode()).hexdigest()[:10]}"
 
 
 def _fingerprint(config: PolicyRankingConfig, episodes: Sequence[Episode], ds: RawDataset) -> str:
@@ -429,13 +439,14 @@ def run_policy_ranking(config: PolicyRankingConfig, console: Any = None) -> dict
         n = n_llm if name in LLM_SIMULATORS else len(episodes)
         try:
             make_model, info = _simulator(name, config, ds, split, fit_rows, fit_scenes, cache_dir)
+            stem = cache_stem(name, info.get("model"))
             run = simulate_agents(make_model, ds, copy.deepcopy(prototypes), episodes[:n], config,
-                                  cache_dir / f"{name}.jsonl", label=name)
+                                  cache_dir / f"{stem}.jsonl", label=name)
         except (DataError, ConfigError, OSError) as exc:
             skipped[name] = str(exc).splitlines()[0]
             console.print(f"[yellow]simulator {name!r} left out:[/yellow] {exc}")
             continue
-        fit_path = cache_dir / f"{name}.fit.json"
+        fit_path = cache_dir / f"{stem}.fit.json"
         if fit_path.exists():
             info["temperature"] = json.loads(fit_path.read_text(encoding="utf-8"))["temperature"]
             info["label"] += f", likelihood (PMI, T={info['temperature']:.3g})"

@@ -105,7 +105,7 @@ class ModelSpec:
             ignore |= {"fit_scenes"}
         fields = {k: v for k, v in asdict(self).items() if k not in ignore}
         if self.kind == "llm" and self.model:
-            fields["model_stamp"] = _model_stamp(self.model)
+            fields["model_stamp"] = model_stamp(self.model)
         digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
         return f"{slug(self.label)}-{digest}"
 
@@ -113,7 +113,7 @@ class ModelSpec:
         return asdict(self)
 
 
-def _model_stamp(model: str) -> str:
+def model_stamp(model: str) -> str:
     """A local folder's weights change when it is retrained: fold their mtime and size in."""
     path = Path(model).expanduser()
     if not path.is_dir():
