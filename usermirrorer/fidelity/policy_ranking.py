@@ -335,13 +335,14 @@ def simulate_agents(make_model: Callable[[], Any], ds: RawDataset, agents: dict[
 
 
 def _simulator(name: str, config: PolicyRankingConfig, ds: RawDataset, split: Any, fit_rows: np.ndarray,
-               fit_scenes: Sequence[dict], cache_dir: Path) -> tuple[Callable[[], Any], dict[str, Any]]:
-    """``(make_model, info)`` of a simulator; an LLM's label and temperature come from its cache
-    when it has one, so a fully cached simulator is never loaded."""
+               fit_scenes: Sequence[dict], cache_dir: Path) -> tuple[Callable[[], Any], dict[str, Any], str]:
+    """``(make_model, info, cache stem)`` of a simulator (:func:`cache_stem`); an LLM's label and
+    temperature come from its cache when it has one, so a fully cached simulator is never loaded."""
     if name in LLM_SIMULATORS:
         model_name, label = ((config.base_model, f"{config.base_model} base") if name == "base"
                              else _trained_model(config, split))
-        fit_path = cache_dir / f"{cache_stem(name, model_name)}.fit.json"
+        stem = cache_stem(name, model_name)
+        fit_path = cache_dir / f"{stem}.fit.json"
         info: dict[str, Any] = {"label": label, "model": model_name, "kind": "llm"}
 
         def make_llm() -> Any:
@@ -350,17 +351,18 @@ def _simulator(name: str, config: PolicyRankingConfig, ds: RawDataset, split: An
             llm.options = replace(llm.options, score_temperature=temperature)
             return QuantileOutsideOption(llm, ds, config.n_reference, config.skip_quantile, seed=config.seed)
 
-        return make_llm, info
+        return make_llm, info, stem
     if name == "mnl":
         def make_mnl() -> Any:
             return make_choice_model("mnl", ds, options={"fit_scenes": list(fit_scenes), "embedder": config.embedder,
                                                          "skip_quantile": config.skip_quantile},
                                      fit_rows=fit_rows, seed=config.seed, project_path=config.project_path)
 
-        return make_mnl, {"label": "learned MNL (5 features)", "kind": "log-only"}
+        return make_mnl, {"label": "learned MNL (5 features)", "kind": "log-only"}, cache_stem(name, None)
     options = {} if name == "random" else {"skip_quantile": config.skip_quantile}
-    return (lambda: make_choice_model(name, ds, options=options, fit_rows=fit_rows, seed=config.seed,
-                                      project_path=config.project_path)), {"label": name, "kind": "log-only"}
+    return ((lambda: make_choice_model(name, ds, options=options, fit_rows=fit_rows, seed=config.seed,
+                                       project_path=config.project_path)),
+            {"label": name, "kind": "log-only"}, cache_stem(name, None))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,8 +440,7 @@ def run_policy_ranking(config: PolicyRankingConfig, console: Any = None) -> dict
         t = time.perf_counter()
         n = n_llm if name in LLM_SIMULATORS else len(episodes)
         try:
-            make_model, info = _simulator(name, config, ds, split, fit_rows, fit_scenes, cache_dir)
-            stem = cache_stem(name, info.get("model"))
+            make_model, info, stem = _simulator(name, config, ds, split, fit_rows, fit_scenes, cache_dir)
             run = simulate_agents(make_model, ds, copy.deepcopy(prototypes), episodes[:n], config,
                                   cache_dir / f"{stem}.jsonl", label=name)
         except (DataError, ConfigError, OSError) as exc:
