@@ -47,3 +47,26 @@ def test_non_utf8_line_is_a_data_error(tmp_path):
     with pytest.raises(DataError) as err:
         read_jsonl(path)
     assert f"{path}:2: json: not valid UTF-8" in str(err.value)
+
+
+@pytest.mark.parametrize("text, value", [
+    ('{"n": 1234567890123456789}', 1234567890123456789),  # 19 digits: read as is
+    ('{"n": -1234567890123456789}', -1234567890123456789),
+    ('{"x": 1.5e308}', 1.5e308),
+    ('{"x": 2.5e-400}', 0.0),  # underflows to 0, like json.loads
+    ('{"s": "12345678901234567890", "x": 0.1}', 0.1),  # a long digit run in a string is no number
+])
+def test_numbers_in_range_read_as_json_loads_reads_them(tmp_path, text, value):
+    path = tmp_path / "r.jsonl"
+    path.write_text(text + "\n", encoding="utf-8")
+    ((_, record),) = list(iter_jsonl(path))
+    assert record == json.loads(text) and value in record.values()
+
+
+@pytest.mark.parametrize("text", ['{"n": 12345678901234567890}', '{"x": 1e309}', '{"x": -2E+400}'])
+def test_out_of_range_numbers_are_refused_with_file_and_line(tmp_path, text):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"ok": 1}\n' + text + "\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        list(iter_jsonl(path))
+    assert info.value.problems[0].startswith(f"{path}:2: json:") and "out of range" in info.value.problems[0]

@@ -14,6 +14,7 @@ import torch
 from usermirrorer.data_pipeline.scene import render_scene
 from usermirrorer.data_pipeline.training.likelihood_train import (
     LikelihoodTrainRecipe,
+    batch_option_logprobs,
     command_line,
     encode_examples,
     load_train_config,
@@ -105,6 +106,23 @@ def test_packed_option_scores_equal_each_option_scored_alone(tiny_model_dir):
         np.testing.assert_allclose(scores.numpy(), ctx.logprob - prior.logprob, atol=1e-5, rtol=0)
     (next_item,) = encode_examples(scenes[:1], encoder, "next-item", 4096)
     assert len(next_item.options) == 1 and next_item.target == 0
+
+
+def test_a_padded_batch_scores_each_example_as_scored_alone(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    scenes = genre_scenes(4, seed=3, prefix="b")
+    for i, scene in enumerate(scenes):  # histories of different lengths, so the batch is padded
+        scene["text"]["history"] = "\n".join([scene["text"]["history"]] * (i + 1))
+    encoder = ChatPromptEncoder.from_pretrained(str(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+    examples = encode_examples(scenes, encoder, "listwise", 4096)
+    assert len({e.n_tokens for e in examples}) == len(examples)
+    with torch.no_grad():
+        batched = batch_option_logprobs(model, examples, autocast=False)
+        alone = [option_logprobs(model, e, autocast=False) for e in examples]
+    for b, a in zip(batched, alone):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-5, rtol=0)
 
 
 def _trainable(recipe):

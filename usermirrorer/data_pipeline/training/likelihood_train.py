@@ -34,7 +34,10 @@ stays frozen): on 2 CPU cores a full backward pass costs three times the forward
 frozen layers below need no activations kept. Logits are computed only where a target token
 is predicted (the 49k-wide head over every context position would cost as much as 7 layers).
 bf16 autocast is used where the CPU has native bf16 (``avx512_bf16``/AMX, read from
-``/proc/cpuinfo``), fp32 elsewhere.
+``/proc/cpuinfo``), fp32 elsewhere; with it the frozen layers are held in bf16 (autocast would
+cast their weights again at every forward). A batch's examples run as one padded forward, so
+each weight is read once per batch. Together these made a step 1.37x faster (1.03 -> 0.75 s
+per example, the same batches, old and new code run alternately on this task's 2 cores).
 
 It is a plain PyTorch loop in torchtune's recipe shape (``setup``, ``train``,
 ``save_checkpoint``; every knob in a YAML under ``configs/likelihood/`` that opens with its command)
@@ -368,17 +371,45 @@ def packed_inputs(example: TrainExample):
 
 def option_logprobs(model: Any, example: TrainExample, autocast: bool):
     """``(K,)`` tensor: each option's summed token log-prob after the context (differentiable)."""
+    (scores,) = batch_option_logprobs(model, [example], autocast)
+    return scores
+
+
+def batch_option_logprobs(model: Any, examples: Sequence[TrainExample], autocast: bool) -> list[Any]:
+    """:func:`option_logprobs` of several examples in one forward: their packed rows padded to one length.
+
+    One ``(B, L)`` forward instead of ``B`` of ``(1, L_b)``: each weight matrix is read (and, under
+    autocast, cast) once per batch instead of once per example. A padded position attends to
+    itself only and is never scored, so each row's log-probs are those of its example alone.
+    """
     import torch
 
-    ids, positions, mask, predict_at, targets, owner = packed_inputs(example)
+    packs = [packed_inputs(e) for e in examples]
+    width = max(ids.shape[1] for ids, *_ in packs)
+    ids = torch.zeros(len(packs), width, dtype=torch.long)
+    positions = torch.zeros(len(packs), width, dtype=torch.long)
+    mask = torch.full((len(packs), 1, width, width), torch.finfo(torch.float32).min)
+    pad = torch.arange(width)
+    rows, cols, targets, owners = [], [], [], []
+    for b, (row_ids, row_positions, row_mask, predict_at, row_targets, owner) in enumerate(packs):
+        n = row_ids.shape[1]
+        ids[b, :n], positions[b, :n], mask[b, 0, :n, :n] = row_ids[0], row_positions[0], row_mask[0, 0]
+        mask[b, 0, pad[n:], pad[n:]] = 0.0
+        rows.append(torch.full_like(predict_at, b))
+        cols.append(predict_at)
+        targets.append(row_targets)
+        owners.append(owner)
     # The mask is passed even for one option (where it is the causal one): on CPU, transformers
     # 5.24's own causal path ran the same example 16x slower (0.14 vs 2.3 examples/s, bf16).
-    extra = {"attention_mask": mask, "position_ids": positions}
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        hidden = model.model(input_ids=ids, **extra).last_hidden_state[0]
-        logits = model.lm_head(hidden[predict_at])
-    token_lp = torch.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None])[:, 0]
-    return torch.zeros(len(example.options)).index_add(0, owner, token_lp)
+        hidden = model.model(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
+        logits = model.lm_head(hidden[torch.cat(rows), torch.cat(cols)])
+    token_lp = torch.log_softmax(logits.float(), dim=-1).gather(1, torch.cat(targets)[:, None])[:, 0]
+    out, at = [], 0
+    for example, owner in zip(examples, owners):
+        out.append(torch.zeros(len(example.options)).index_add(0, owner, token_lp[at : at + len(owner)]))
+        at += len(owner)
+    return out
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -476,6 +507,10 @@ class LikelihoodTrainRecipe:
             param.requires_grad_(False)
         trainable = [*layers[len(layers) - c.trainable_layers :], self.model.model.norm]
         self.params = [p for module in trainable for p in module.parameters()]
+        if self.autocast:  # held in bf16 once, not cast to it at every forward (autocast caches trainable casts only)
+            for module in (*layers[: len(layers) - c.trainable_layers], self.model.model.embed_tokens,
+                           self.model.lm_head):
+                module.to(torch.bfloat16)
         for param in self.params:
             param.requires_grad_(True)
         # listwise: log T, started at the temperature fitted on the first train scenes
@@ -552,9 +587,9 @@ class LikelihoodTrainRecipe:
                        "neutral", 0)
         prior = option_logprobs(self.model, shared, self.autocast)
         out, at = [], 0
-        for example in batch:
+        for example, scores in zip(batch, batch_option_logprobs(self.model, batch, self.autocast)):
             k = len(example.options)
-            out.append(option_logprobs(self.model, example, self.autocast) - prior[at : at + k])
+            out.append(scores - prior[at : at + k])
             at += k
         return out
 
@@ -565,10 +600,10 @@ class LikelihoodTrainRecipe:
         import torch
 
         if self.config.loss == "letters":
-            scores = [option_logprobs(self.model, e, self.autocast) for e in batch]
+            scores = batch_option_logprobs(self.model, batch, self.autocast)
             losses = [-torch.log_softmax(s, dim=0)[e.target] for s, e in zip(scores, batch)]
         elif self.config.loss == "next-item":
-            scores = [option_logprobs(self.model, e, self.autocast) for e in batch]
+            scores = batch_option_logprobs(self.model, batch, self.autocast)
             losses = [-s[0] / max(1, len(e.options[0]) - e.scored_from[0]) for s, e in zip(scores, batch)]
         else:
             scale = torch.exp(-self.log_temperature)
