@@ -395,14 +395,37 @@ def _orthonormal(y: np.ndarray) -> np.ndarray:
     return y
 
 
-class _Float32Product:
-    """``matrix @ dense`` with both operands in float32, the result in float64."""
+def _threads() -> int:
+    """Threads for the sparse products: ``$OMP_NUM_THREADS`` when set (as BLAS reads it), else the
+    CPUs this process may run on."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, int(env)) if env.isdigit() else len(os.sched_getaffinity(0))
 
-    def __init__(self, matrix):
-        self.matrix = matrix.astype(np.float32)
+
+class _Float32Product:
+    """``matrix @ dense`` with both operands in float32, the result in float64.
+
+    scipy's sparse product runs on one core; with ``threads > 1`` the rows are cut into that
+    many blocks of equal nonzero count, multiplied in threads (the product releases the GIL) and
+    stacked. Each row is computed as in one product, so the result does not depend on ``threads``.
+    """
+
+    def __init__(self, matrix, threads: int = 1):
+        matrix = matrix.astype(np.float32)
+        self.shape = matrix.shape
+        cuts = np.searchsorted(matrix.indptr, np.linspace(0, matrix.nnz, max(1, threads) + 1)[1:-1])
+        bounds = [0, *np.unique(cuts).tolist(), matrix.shape[0]]
+        self.blocks = [matrix[a:b] for a, b in pairwise(bounds) if b > a]
 
     def __matmul__(self, dense: np.ndarray) -> np.ndarray:
-        return (self.matrix @ np.asarray(dense, dtype=np.float32)).astype(np.float64)
+        dense = np.asarray(dense, dtype=np.float32)
+        if len(self.blocks) == 1:
+            return (self.blocks[0] @ dense).astype(np.float64)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(self.blocks)) as pool:
+            parts = list(pool.map(lambda block: block @ dense, self.blocks))
+        return np.concatenate(parts).astype(np.float64)
 
 
 def _randomized_right_singular(matrix, k: int, rng: np.random.Generator, n_iter: int = 6,
@@ -415,8 +438,9 @@ def _randomized_right_singular(matrix, k: int, rng: np.random.Generator, n_iter:
     reads of ``dense`` rows; they run in float32 (half the bytes: 2.1x faster on the 10M-interaction
     benchmark catalog), the orthonormalisations in float64.
     """
-    forward = _Float32Product(matrix)
-    backward = _Float32Product(matrix.T.tocsr())
+    threads = _threads()
+    forward = _Float32Product(matrix, threads)
+    backward = _Float32Product(matrix.T.tocsr(), threads)
     width = min(k + oversample, min(matrix.shape))
     basis = _orthonormal(forward @ rng.standard_normal((matrix.shape[1], width)))
     for _ in range(n_iter):

@@ -5,14 +5,20 @@
 :func:`load_raws` reads them into a :class:`RawDataset`: integer-indexed numpy arrays that scene
 sampling, the choice models and the environment share. Every problem found while loading is
 reported as ``file:line: field: what was expected``, all of them at once, and nothing is dropped
-silently.
+silently. A clean load is kept as a parsed copy (``<project>/cache/<D>.raws.npz``, keyed by the
+three files' bytes), so the next load of the same files skips parsing and validation.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import logging
 import math
 import os
 import re
+import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +54,8 @@ BEHAVIOR_RANGES: dict[str, tuple[float, float]] = {
     "hours_played": (0.0, float("inf")),
 }
 _MAX_PROBLEMS = 200
+_PARSED_FORMAT = 1  # bump when RawDataset or the checks change: older parsed copies are then ignored
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -349,7 +357,7 @@ def _behavior_columns(rows: list[dict], n: int) -> dict[str, np.ndarray]:
     return columns
 
 
-def load_raws(project_path: str | os.PathLike, dataset: str) -> RawDataset:
+def load_raws(project_path: str | os.PathLike, dataset: str, parsed_copy: bool = True) -> RawDataset:
     """Load and validate the raw files of ``dataset``.
 
     Checks: every line is a JSON object; required keys present with the right types; ids are
@@ -357,10 +365,30 @@ def load_raws(project_path: str | os.PathLike, dataset: str) -> RawDataset:
     ``YYYY-MM-DD HH:MM:SS``; no file is empty. A leading UTF-8 byte-order mark is benign: it is
     stripped and counted (``summary()["byte_order_marks_stripped"]``).
 
+    Args:
+        project_path: the project folder holding ``raws/``.
+        dataset: the dataset name ``<D>`` of the raw files.
+        parsed_copy: read the parsed copy ``<project>/cache/<D>.raws.npz`` when it was made from
+            these exact bytes, and write one after a clean parse (a folder that cannot be written
+            just goes without). ``False`` always parses.
+
     Raises:
         DataError: listing every problem as ``file:line: field: what was expected``.
     """
     paths = raw_paths(project_path, dataset)
+    copy = Path(project_path) / "cache" / f"{dataset}.raws.npz"
+    digest = _raws_digest(paths) if parsed_copy else None
+    if digest is not None:
+        ds = _read_parsed(copy, dataset, digest)
+        if ds is not None:
+            return ds
+    ds = _parse_raws(paths, dataset)
+    if digest is not None:
+        _write_parsed(copy, ds, digest)
+    return ds
+
+
+def _parse_raws(paths: RawPaths, dataset: str) -> RawDataset:
     problems = _Problems()
     user_ids, user_desc, user_feat = _read_entities(paths.users, "user", problems)
     item_ids, item_desc, item_feat = _read_entities(paths.items, "item", problems)
@@ -452,6 +480,85 @@ def load_raws(project_path: str | os.PathLike, dataset: str) -> RawDataset:
         inter_line=np.array(lines, dtype=np.int64),
         byte_order_marks=tuple(p.name for p in paths if has_bom(p)),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# the parsed copy
+
+
+def _raws_digest(paths: RawPaths) -> str | None:
+    """blake2b of the three raw files' bytes (None when one is missing: parsing names it)."""
+    h = hashlib.blake2b(f"usermirrorer raws {_PARSED_FORMAT}".encode(), digest_size=16)
+    try:
+        for path in paths:
+            with path.open("rb") as fh:
+                h.update(hashlib.file_digest(fh, "blake2b").digest())
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _read_parsed(path: Path, dataset: str, digest: str) -> RawDataset | None:
+    """The parsed copy at ``path`` if it was made from the files with ``digest``, else None."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(npz["meta"].tobytes())
+            if meta.get("digest") != digest:
+                return None
+            objects = json.loads(npz["objects"].tobytes())
+            # numeric columns are stored by position: a feature name may not be a safe file name
+            behavior = {key: npz[f"behavior_{i}"] for i, key in enumerate(meta["numeric_behavior"])}
+            for key, values in objects["behavior"].items():
+                behavior[key] = _object_column(values)
+            return RawDataset(
+                name=dataset, user_ids=_object_column(objects["user_ids"]),
+                item_ids=_object_column(objects["item_ids"]),
+                user_description=objects["user_description"], user_features=objects["user_features"],
+                item_description=objects["item_description"], item_features=objects["item_features"],
+                inter_user=npz["inter_user"], inter_item=npz["inter_item"], inter_time=npz["inter_time"],
+                behavior={key: behavior[key] for key in meta["behavior_order"]},
+                inter_line=npz["inter_line"], byte_order_marks=tuple(meta["byte_order_marks"]),
+            )
+    except FileNotFoundError:
+        return None
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+        # a damaged or foreign file: parse again
+        log.info("ignoring the parsed copy %s (%s); parsing the raws", path, exc)
+        return None
+
+
+def _object_column(values: list) -> np.ndarray:
+    column = np.empty(len(values), dtype=object)
+    column[:] = values
+    return column
+
+
+def _write_parsed(path: Path, ds: RawDataset, digest: str) -> None:
+    numeric = {k: v for k, v in ds.behavior.items() if v.dtype != object}
+    objects = {
+        "user_ids": ds.user_ids.tolist(), "item_ids": ds.item_ids.tolist(),
+        "user_description": ds.user_description, "user_features": ds.user_features,
+        "item_description": ds.item_description, "item_features": ds.item_features,
+        "behavior": {k: v.tolist() for k, v in ds.behavior.items() if v.dtype == object},
+    }
+    meta = {"digest": digest, "numeric_behavior": list(numeric), "behavior_order": list(ds.behavior),
+            "byte_order_marks": list(ds.byte_order_marks)}
+    arrays = {f"behavior_{i}": v for i, v in enumerate(numeric.values())}
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("wb") as fh:
+            np.savez(fh, meta=_json_bytes(meta), objects=_json_bytes(objects), inter_user=ds.inter_user,
+                     inter_item=ds.inter_item, inter_time=ds.inter_time, inter_line=ds.inter_line, **arrays)
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only project: every load parses, nothing else changes
+        log.info("could not write the parsed copy %s (%s)", path, exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def _json_bytes(value: Any) -> np.ndarray:
+    return np.frombuffer(json.dumps(value, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -88,6 +88,11 @@ def test_float32_product_equals_the_sparse_product():
     got = embeddings._Float32Product(matrix) @ dense
     assert got.dtype == np.float64 and got.shape == (40, 7)
     assert np.allclose(got, matrix @ dense, rtol=1e-5, atol=1e-5)
+    # row blocks in threads: the same bytes for any thread count (more threads than rows too)
+    for threads in (2, 3, 64):
+        product = embeddings._Float32Product(matrix, threads)
+        assert 1 < len(product.blocks) <= min(threads, 40)
+        np.testing.assert_array_equal(product @ dense, got)
 
 
 def test_fit_rows_restrict_the_fit():
