@@ -412,7 +412,6 @@ class _Float32Product:
 
     def __init__(self, matrix, threads: int = 1):
         matrix = matrix.astype(np.float32)
-        self.shape = matrix.shape
         cuts = np.searchsorted(matrix.indptr, np.linspace(0, matrix.nnz, max(1, threads) + 1)[1:-1])
         bounds = [0, *np.unique(cuts).tolist(), matrix.shape[0]]
         self.blocks = [matrix[a:b] for a, b in pairwise(bounds) if b > a]

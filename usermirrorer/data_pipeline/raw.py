@@ -337,7 +337,7 @@ def _read_entities(path: Path, kind: str, problems: _Problems):
     return ids, descriptions, features
 
 
-def _behavior_columns(rows: list[dict], n: int) -> dict[str, np.ndarray]:
+def _behavior_columns(rows: list[dict]) -> dict[str, np.ndarray]:
     keys: dict[str, None] = {}
     for row in rows:
         for key in row:
@@ -351,9 +351,7 @@ def _behavior_columns(rows: list[dict], n: int) -> dict[str, np.ndarray]:
         if numeric:
             columns[key] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
         else:
-            column = np.empty(n, dtype=object)
-            column[:] = values
-            columns[key] = column
+            columns[key] = _object_column(values)
     return columns
 
 
@@ -476,7 +474,7 @@ def _parse_raws(paths: RawPaths, dataset: str) -> RawDataset:
         inter_user=np.array(users, dtype=np.int32),
         inter_item=np.array(items, dtype=np.int32),
         inter_time=inter_time,
-        behavior=_behavior_columns(behaviors, len(behaviors)),
+        behavior=_behavior_columns(behaviors),
         inter_line=np.array(lines, dtype=np.int64),
         byte_order_marks=tuple(p.name for p in paths if has_bom(p)),
     )
