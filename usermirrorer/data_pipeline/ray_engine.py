@@ -18,7 +18,9 @@ actors hold our own backends (transformers, or vLLM on a GPU node via ``gpus_per
 Chunks travel as JSON text, not as Arrow columns: scene records are nested and ragged (option
 lists of different lengths, thoughts), which Arrow would have to infer a schema for, and JSON
 round-trips Python floats exactly, so a record computed on an actor is byte-identical to the
-same record computed in process.
+same record computed in process with the same torch thread count. (Each actor gets its share
+of the CPUs as threads; fp32 sums split over a different number of threads round differently,
+~1e-9 in a probability with torch 2.13, so a 2-thread driver and 1-thread actors agree to that.)
 
 ``ray`` is imported inside the functions that need it (``pip install 'usermirrorer[ray]'``).
 """
