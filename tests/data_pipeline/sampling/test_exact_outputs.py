@@ -10,7 +10,8 @@ synthetic catalog whose templated titles make many exact score ties.
 ML-100K is small enough for the dense path; each case also runs with the sparse path forced
 (``SPARSE_MIN_ITEMS = 0``: sparse masks, blocked neighbour search, skipped noise). Popularity-
 matched negatives from count levels promise the dense law, not its bytes
-(``test_fast_draws.py``): their digests pin the dense path.
+(``test_fast_draws.py``): their digests pin the dense path. All of this holds with OpenBLAS's
+AVX-512 kernels (``neighbours.py``), which ``tests/conftest.py`` selects where the CPU has them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import hashlib
 import json
 
 import pytest
+from blas_kernel import require_avx512_blas
 from usermirrorer.preprocessing.synthetic import generate_synthetic
 
 from usermirrorer.data_pipeline.raw import load_raws
@@ -56,6 +58,11 @@ SYNTHETIC_CASES = {
         SceneConfig(n_samples=200, split="eval", seed=1, negatives="popularity-matched", embedder="hashing-64"),
         "9c6fd26a7d051765fddbf1a9b9646de6b0f4636bb55dca43e8f80dedadcfbf2f"),
 }
+
+
+@pytest.fixture(autouse=True)
+def _avx512_blas():
+    require_avx512_blas()  # the digests' bytes were computed with these kernels
 
 
 def _digest(records: list[dict]) -> str:

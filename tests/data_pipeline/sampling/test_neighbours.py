@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from blas_kernel import require_avx512_blas
 from usermirrorer.preprocessing.synthetic import generate_synthetic
 
 from usermirrorer.data_pipeline.sampling.availability import Availability, ReleaseIndex
@@ -59,6 +60,7 @@ def _dense_lists(factors, queries, avail, k, rng, normalise):
 @pytest.mark.parametrize("normalise", [True, False])
 @pytest.mark.parametrize("duplicates", [False, True])
 def test_blocked_search_gives_the_dense_lists(normalise, duplicates):
+    require_avx512_blas()  # entries independent of the product's shape: true of these kernels
     factors, queries, avail = _case(duplicates=duplicates)
     k = 11
     search = ExactNeighbours(factors, block=1024, prune=normalise)
