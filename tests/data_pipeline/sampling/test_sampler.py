@@ -119,6 +119,27 @@ def test_eval_history_is_fixed(toy, tracing):
         assert n_lines == min(10, before.stop - before.start)
 
 
+def test_longest_history_gives_train_scenes_the_eval_length_and_nothing_else_changes(toy, tracing, train_scenes):
+    uniform, _ = train_scenes
+    config = SceneConfig(n_samples=2500, min_exposure=2, max_exposure=12, seed=3, history_length="longest", **FAST)
+    longest, _ = sample_scenes(toy, config, tracing)
+    assert len(longest) == len(uniform)
+    shorter = 0
+    for a, b in zip(uniform, longest, strict=True):
+        assert {k: v for k, v in a.items() if k != "text"} == {k: v for k, v in b.items() if k != "text"}
+        assert {k: v for k, v in a["text"].items() if k != "history"} == {
+            k: v for k, v in b["text"].items() if k != "history"}
+        row = _scene_row(toy, b)
+        before = toy.rows_before(int(toy.inter_user[row]), int(toy.inter_time[row]))
+        lines, short = b["text"]["history"].split("\n"), a["text"]["history"].split("\n")
+        assert len(lines) == min(10, before.stop - before.start)
+        assert lines[-len(short):] == short, "the uniform history is the tail of the longest"
+        shorter += len(short) < len(lines)
+    assert shorter > len(uniform) // 4, "the uniform rule does truncate, so the two differ"
+    with pytest.raises(ConfigError, match="history_length must be one of"):
+        SceneConfig(n_samples=1, history_length="all").validate()
+
+
 def test_candidates_need_min_history(toy):
     rows = eligible_rows(toy, 3)
     for row in rows[:: max(1, len(rows) // 500)]:

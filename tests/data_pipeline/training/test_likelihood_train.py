@@ -176,6 +176,13 @@ def test_eval_users_and_bad_configs_are_refused(tiny_model_dir, tmp_path):
         tiny_config(tmp_path, loss="pairwise")
     with pytest.raises(ConfigError, match="curve points"):
         tiny_config(tmp_path, examples=10, curve=(20,))
+    with pytest.raises(ConfigError, match="history_length must be one of"):
+        tiny_config(tmp_path, history_length="all")
+    # a resume state of one history length is refused by a run of the other
+    plain = tiny_config(tmp_path)
+    assert plain.fingerprint() != replace(plain, history_length="longest").fingerprint()
+    assert command_line(replace(profile_config("cpu"), history_length="longest")).endswith(
+        "--set history_length=longest")
     bad = tmp_path / "bad.yaml"
     bad.write_text("examples: 10\nlearning_rate: 0.1\n")
     with pytest.raises(ConfigError, match=r"unknown option\(s\) \['learning_rate'\]"):

@@ -102,6 +102,7 @@ __all__ = [
     "SceneSampler",
     "SPLITS",
     "NEGATIVES",
+    "HISTORY_LENGTHS",
     "DEFAULT_SCORERS",
     "eligible_rows",
     "causal_popularity",
@@ -119,6 +120,7 @@ __all__ = [
 
 SPLITS = ("train", "eval")
 NEGATIVES = ("standard", "popularity-matched")
+HISTORY_LENGTHS = ("uniform", "longest")
 LIST_MODES = ("topk", "multinomial")
 NEIGHBOURS = ("exact", "faiss")
 # Scenes whose neighbour lists are searched together: one matrix product per item block.
@@ -142,6 +144,10 @@ class SceneConfig:
         n_samples: scenes wanted (fewer if fewer candidates exist).
         min_exposure, max_exposure: ``K`` is uniform in this inclusive range (1..26).
         split: ``"train"`` (random history length) or ``"eval"`` (fixed, the longest).
+        history_length: train scenes' history: ``"uniform"`` in the strategy's ``history_range``
+            (the paper's rule) or ``"longest"``, the eval split's length (for a model trained to
+            be scored on eval prompts). ``"longest"`` still makes the uniform draw, so the scenes
+            are the same but for their history. Eval scenes always get the longest.
         seed: seed of everything random.
         min_history: interactions needed strictly before a candidate.
         scorers: scorer names; None: random, popularity, collaborative, content (content only
@@ -176,6 +182,7 @@ class SceneConfig:
     min_exposure: int = 5
     max_exposure: int = 5
     split: str = "train"
+    history_length: str = "uniform"
     seed: int = 0
     min_history: int = 3
     scorers: tuple[str, ...] | None = None
@@ -207,6 +214,8 @@ class SceneConfig:
             raise ConfigError(f"split must be one of {SPLITS}, got {self.split!r}")
         if self.negatives not in NEGATIVES:
             raise ConfigError(f"negatives must be one of {NEGATIVES}, got {self.negatives!r}")
+        if self.history_length not in HISTORY_LENGTHS:
+            raise ConfigError(f"history_length must be one of {HISTORY_LENGTHS}, got {self.history_length!r}")
         if self.list_mode is not None and self.list_mode not in LIST_MODES:
             raise ConfigError(f"list_mode must be one of {LIST_MODES} or None, got {self.list_mode!r}")
         if self.min_history < 0:
@@ -597,7 +606,9 @@ class SceneSampler:
         positions = rng.integers(0, sizes)  # uniform over ALL K positions
         lo, hi = self.strategy.history_range
         if config.split == "train":
-            wanted = rng.integers(lo, hi + 1, size=m)
+            wanted = rng.integers(lo, hi + 1, size=m)  # drawn for "longest" too: the stream stays the same
+            if config.history_length == "longest":
+                wanted = np.full(m, hi, dtype=np.int64)
         else:
             wanted = np.full(m, hi, dtype=np.int64)
         if report is not None and (~keep).any():

@@ -68,6 +68,7 @@ from typing import Any
 import numpy as np
 
 from usermirrorer.data_pipeline.raw import RawDataset
+from usermirrorer.data_pipeline.sampling.sampler import HISTORY_LENGTHS
 from usermirrorer.data_pipeline.scene import reorder_options, scene_target, scene_text
 from usermirrorer.data_pipeline.training.stage import progress_bar
 from usermirrorer.data_pipeline.training.train_scenes import TRAIN_NEGATIVES, sample_train_scenes
@@ -119,6 +120,8 @@ class LikelihoodTrainConfig:
         examples: train examples seen in total (one scene each; the scenes are sampled once).
         k: options per train scene (``listwise`` scores all of them).
         negatives: how the train scenes' other options are drawn.
+        history_length: the train scenes' history: ``uniform`` in 2..10 items (the sampler's
+            train rule) or ``longest`` (10, what every eval prompt shows).
         embedder: content scorer of the standard construction (None: left out).
         trainable_layers: top decoder layers that learn (with the final norm).
         lr, weight_decay, warmup: AdamW and a linear warm-up then linear decay to 0.
@@ -140,6 +143,7 @@ class LikelihoodTrainConfig:
     examples: int = 4000
     k: int = 5
     negatives: str = "mixed"
+    history_length: str = "uniform"
     embedder: str | None = "minilm"
     trainable_layers: int = 6
     lr: float = 3e-4
@@ -157,6 +161,8 @@ class LikelihoodTrainConfig:
             raise ConfigError(f"loss must be one of {list(LOSSES)}, got {self.loss!r}")
         if self.negatives not in TRAIN_NEGATIVES:
             raise ConfigError(f"negatives must be one of {list(TRAIN_NEGATIVES)}, got {self.negatives!r}")
+        if self.history_length not in HISTORY_LENGTHS:
+            raise ConfigError(f"history_length must be one of {list(HISTORY_LENGTHS)}, got {self.history_length!r}")
         if self.dtype not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"dtype must be auto, bf16 or fp32, got {self.dtype!r}")
         for name in ("examples", "batch_size", "save_every", "threads", "trainable_layers", "k"):
@@ -181,6 +187,8 @@ class LikelihoodTrainConfig:
     def fingerprint(self) -> str:
         """What a resume must agree on (everything but the thread count)."""
         fixed = {k: v for k, v in asdict(self).items() if k != "threads"}
+        if fixed["history_length"] == "uniform":  # the default before the option existed: old states resume
+            del fixed["history_length"]
         return hashlib.sha256(json.dumps(fixed, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
@@ -479,7 +487,7 @@ class LikelihoodTrainRecipe:
             scenes = sample_train_scenes(self.ds, c.examples, k=c.k, negatives=c.negatives, seed=c.seed,
                                          seed_tag=_TRAIN_SEED_TAG, train_users=self.train_users,
                                          eval_users=self.eval_users, project_path=c.project_path,
-                                         embedder=c.embedder)
+                                         embedder=c.embedder, history_length=c.history_length)
         scenes = list(scenes)[: c.examples]
         leaked = {str(s.get("user_id")) for s in scenes} & set(self.eval_users)
         if leaked:

@@ -25,7 +25,8 @@ TRAIN_NEGATIVES = ("standard", "popularity-matched", "mixed")
 
 def sample_train_scenes(ds: RawDataset, n_scenes: int, *, k: int, negatives: str, seed: int, seed_tag: int,
                         train_users: Sequence[str], eval_users: Sequence[str],
-                        project_path: str | os.PathLike, embedder: str | None) -> list[dict[str, Any]]:
+                        project_path: str | os.PathLike, embedder: str | None,
+                        history_length: str = "uniform") -> list[dict[str, Any]]:
     """``n_scenes`` train scenes of ``k`` options from ``train_users``, in a seeded random order.
 
     Args:
@@ -38,9 +39,11 @@ def sample_train_scenes(ds: RawDataset, n_scenes: int, *, k: int, negatives: str
         train_users, eval_users: the split; no eval user's interaction is ever used.
         project_path: where the sampler finds (or writes) its embeddings.
         embedder: the content scorer of the standard construction (None: left out).
+        history_length: ``uniform`` (the sampler's train rule) or ``longest`` (the eval length;
+            the same scenes otherwise).
 
     Raises:
-        ConfigError: unknown ``negatives``.
+        ConfigError: unknown ``negatives`` or ``history_length``.
         DataError: a sampled scene belongs to an eval user.
     """
     if negatives not in TRAIN_NEGATIVES:
@@ -51,7 +54,8 @@ def sample_train_scenes(ds: RawDataset, n_scenes: int, *, k: int, negatives: str
     scenes: list[dict[str, Any]] = []
     for construction, n in parts:
         scene_config = SceneConfig(n_samples=n, min_exposure=k, max_exposure=k, split="train",
-                                   seed=seed * 1000 + seed_tag, negatives=construction, embedder=embedder)
+                                   history_length=history_length, seed=seed * 1000 + seed_tag,
+                                   negatives=construction, embedder=embedder)
         records, _ = sample_scenes(ds, scene_config, project_path=project_path, users=list(train_users),
                                    exclude_users=list(eval_users))
         scenes.extend(records)
