@@ -210,6 +210,29 @@ def test_likelihood_row_is_reported_under_each_scoring_rule_with_a_fitted_temper
     assert any(c["b"] == "learned MNL (5 features)" and c["a"] == likelihood[0] for c in first_run["comparisons"])
 
 
+def test_two_model_rows_are_compared_with_each_other_rule_by_rule(first_run, project, tiny_model_dir):
+    """An A/B of two checkpoints: two --model rows in likelihood mode, paired against each other
+    under the same scoring rule only, and each against the base and the bars."""
+    models = tuple(parse_extra_model(f"{tiny_model_dir}@likelihood={name}") for name in ("ckpt A", "ckpt B"))
+    out = run_fidelity(_config(project, tiny_model_dir, results_dir=str(project / "results-ab"), extra_models=models,
+                               base_modes=("likelihood",), baselines=("collaborative",), direct_ft=False,
+                               likelihood_ft=False, decision_limit=0))
+    pairs = {(c["a"], c["b"]) for c in out["comparisons"]}
+    assert ("ckpt A (PMI)", "ckpt B (PMI)") in pairs
+    assert ("ckpt A (prior weight fitted)", "ckpt B (prior weight fitted)") in pairs
+    assert ("ckpt A (PMI)", "ckpt B (prior weight fitted)") not in pairs
+    assert ("ckpt B (PMI)", "ckpt A (PMI)") not in pairs  # each pair once
+    base = next(r["label"] for r in out["rows"] if r["role"] == "base LLM" and r["label"].endswith("(PMI)"))
+    assert ("ckpt B (PMI)", base) in pairs and ("ckpt B (PMI)", "collaborative (spectral)") in pairs
+    assert ("ckpt B (prior weight fitted)", base) not in pairs  # the base under the same rule only
+    same = [c for c in out["comparisons"] if (c["a"], c["b"]) == ("ckpt A (PMI)", "ckpt B (PMI)")]
+    # the same model twice: no difference on any scene
+    assert len(same) == 2 and all(c["difference"] == 0.0 for c in same)
+    assert "ckpt A (PMI)** vs ckpt B (PMI)" in out["conclusion"]
+    text = (project / "results-ab" / "fidelity.md").read_text(encoding="utf-8")
+    assert "| ckpt A (PMI) | ckpt B (PMI) |" in text
+
+
 def test_a_likelihood_training_adds_its_rows_and_a_learning_curve(first_run, project, tiny_model_dir):
     import shutil
     from dataclasses import replace

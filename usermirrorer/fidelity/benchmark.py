@@ -65,6 +65,7 @@ from usermirrorer.fidelity.workspace import (
 __all__ = ["FidelityConfig", "ExtraModel", "parse_extra_model", "plan_rows", "run_fidelity"]
 
 RESULT_STEM = "fidelity"
+ROLE_EXTRA = "extra"  # a --model row
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,10 @@ class ExtraModel:
     mode: str = "direct"
     label: str | None = None
     trained_on: tuple[str, ...] = ()
-    role: str = "extra"
+    role: str = ROLE_EXTRA
 
 
-def parse_extra_model(text: str, role: str = "extra") -> ExtraModel:
+def parse_extra_model(text: str, role: str = ROLE_EXTRA) -> ExtraModel:
     """``NAME[@direct|@decision|@likelihood][=LABEL]`` -> :class:`ExtraModel`."""
     label = None
     if "=" in text:
@@ -327,16 +328,26 @@ def _progress(enabled: bool):
                     TimeRemainingColumn(), disable=not enabled)
 
 
+def _scoring_rule(row: ModelSpec) -> str:
+    """A likelihood row's scoring rule (its label's last parenthesis, set by :func:`_likelihood_rows`)."""
+    return row.label.rsplit(" (", 1)[-1] if row.mode == "likelihood" and " (" in row.label else ""
+
+
 def _comparisons(runs: Mapping[tuple[str, str], ModelRun], rows: Sequence[ModelSpec],
                  variants: Sequence[str]) -> list[dict[str, Any]]:
-    """Each fine-tuned row against the base LLM in the same mode and the log-only bars (the
-    popularity choosers, collaborative, the learned MNL); each base row against those bars."""
+    """Each fine-tuned or ``--model`` row against the base LLM in the same mode (and scoring
+    rule) and the log-only bars (the popularity choosers, collaborative, the learned MNL); each base row against those
+    bars; and each ``--model`` row against the later ones in the same mode and scoring rule (an
+    A/B of two checkpoints is two ``--model`` rows)."""
     out = []
-    base_by_mode = {r.mode: r.label for r in rows if r.role == "base LLM"}
+    base = {(r.mode, _scoring_rule(r)): r.label for r in rows if r.role == "base LLM"}
     bars = (LABEL_MOST_POPULAR, LABEL_POPULARITY, LABEL_COLLABORATIVE, LABEL_MNL)
-    pairs = [(r.label, o) for r in rows if r.role == "fine-tuned"
-             for o in (base_by_mode.get(r.mode), *bars) if o]
+    pairs = [(r.label, o) for r in rows if r.role in ("fine-tuned", ROLE_EXTRA)
+             for o in (base.get((r.mode, _scoring_rule(r))), *bars) if o]
     pairs += [(r.label, o) for r in rows if r.role == "base LLM" for o in bars]
+    extras = [r for r in rows if r.role == ROLE_EXTRA]
+    pairs += [(a.label, b.label) for i, a in enumerate(extras) for b in extras[i + 1:]
+              if (a.mode, _scoring_rule(a)) == (b.mode, _scoring_rule(b))]
     for a, b in pairs:
         for variant in variants:
             ra, rb = runs.get((a, variant)), runs.get((b, variant))
@@ -618,7 +629,7 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
             "not run: no checkpoint given with --finetuned (the pipeline, `usermirrorer reproduce`, writes "
             "<W>/checkpoints/<profile>/dpo/model; pass it with --trained-on <W>/datasets/<D>_train.jsonl)")
     comparisons = _comparisons(runs, final_rows, VARIANTS)
-    tuned = {r.label for r in final_rows if r.role == "fine-tuned"}
+    tuned = {r.label for r in final_rows if r.role in ("fine-tuned", ROLE_EXTRA)}
     result: dict[str, Any] = {
         "finished_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "setup": {

@@ -164,7 +164,8 @@ def markdown_report(result: Mapping[str, Any]) -> str:
 
     # comparisons -----------------------------------------------------------------------
     if result.get("comparisons"):
-        lines.append("## Paired comparisons: fine-tunes vs their base, LLM rows vs the log-only bars")
+        lines.append("## Paired comparisons: fine-tunes and --model rows vs their base, LLM rows vs the log-only bars, "
+                     "--model rows vs each other")
         lines.append("")
         lines.append("Paired difference of expected accuracy (mean p(real item), percentage points) on the "
                      "same scenes, 95% CI over scenes. Rows with a fitted temperature are compared as fitted "
