@@ -336,9 +336,9 @@ def _scoring_rule(row: ModelSpec) -> str:
 def _comparisons(runs: Mapping[tuple[str, str], ModelRun], rows: Sequence[ModelSpec],
                  variants: Sequence[str]) -> list[dict[str, Any]]:
     """Each fine-tuned or ``--model`` row against the base LLM in the same mode (and scoring
-    rule) and the log-only bars (the popularity choosers, collaborative, the learned MNL); each base row against those
-    bars; and each ``--model`` row against the later ones in the same mode and scoring rule (an
-    A/B of two checkpoints is two ``--model`` rows)."""
+    rule) and the log-only bars (the popularity choosers, collaborative, the learned MNL); each
+    base row against those bars; and each ``--model`` row against the later ones in the same mode
+    and scoring rule (an A/B of two checkpoints is two ``--model`` rows)."""
     out = []
     base = {(r.mode, _scoring_rule(r)): r.label for r in rows if r.role == "base LLM"}
     bars = (LABEL_MOST_POPULAR, LABEL_POPULARITY, LABEL_COLLABORATIVE, LABEL_MNL)

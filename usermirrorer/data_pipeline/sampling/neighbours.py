@@ -27,12 +27,12 @@ dense product was itself small is scored densely as before (see ``dense_product_
 The property holds for OpenBLAS's AVX-512 kernels (``SkylakeX``, ``Cooperlake``,
 ``SapphireRapids``: what it picks on Intel CPUs with AVX-512), which the tests select. It does
 not hold for its ``Haswell`` kernels, which it picks on AMD Zen CPUs even when they have
-AVX-512 (and which some machines name in ``OPENBLAS_CORETYPE``): there the last bit of some entries depends on the product's shape, and measured on
-ML-100K (2,000 train scenes, K 2..12) the blocked lists changed 2 scenes against the dense
-computation, and the dense computation changed 10 scenes against the AVX-512 kernels. Scenes
-are then still valid and seeded (a re-run on the same machine gives the same bytes), but to get
-the bytes a seed gives elsewhere on such a CPU, start Python with ``OPENBLAS_CORETYPE=SkylakeX``
-(read when numpy first loads OpenBLAS).
+AVX-512 (and which some machines name in ``OPENBLAS_CORETYPE``): there the last bit of some
+entries depends on the product's shape. Measured on ML-100K (2,000 train scenes, K 2..12), the
+blocked lists changed 2 scenes against the dense computation, and the dense computation changed
+10 scenes against the AVX-512 kernels. Scenes are then still valid and seeded (a re-run on the
+same machine gives the same bytes), but to get the bytes a seed gives elsewhere on such a CPU,
+start Python with ``OPENBLAS_CORETYPE=SkylakeX`` (read when numpy first loads OpenBLAS).
 """
 
 from __future__ import annotations
