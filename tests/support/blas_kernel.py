@@ -8,9 +8,31 @@ them where the CPU can run them, and a test that needs them skips, saying so, wh
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 
-AVX512_KERNELS = frozenset({"SkylakeX", "Cooperlake", "SapphireRapids"})  # as in tests/conftest.py
+AVX512_KERNELS = frozenset({"SkylakeX", "Cooperlake", "SapphireRapids"})
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def select_avx512_kernels() -> None:
+    """Name OpenBLAS's SkylakeX kernels in ``OPENBLAS_CORETYPE`` where the CPU runs them.
+
+    It replaces another kernel named there (some machines set ``Haswell``), for the tests only.
+    OpenBLAS reads the variable once, when numpy loads it, so this is a no-op after that.
+    """
+    if ({"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= _cpu_flags() and "numpy" not in sys.modules
+            and os.environ.get("OPENBLAS_CORETYPE") not in AVX512_KERNELS):
+        os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
 
 
 def openblas_kernels() -> set[str]:
