@@ -110,6 +110,9 @@ def _add_fidelity(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-direct-ft", action="store_true", help="leave out the direct-mode fine-tune row")
     p.add_argument("--no-likelihood-ft", action="store_true",
                    help="leave out the likelihood-mode trainings (`usermirrorer train`) and their learning curve")
+    p.add_argument("--no-pool", action="store_true",
+                   help="leave out the hybrid rows (each trained likelihood row pooled with the collaborative "
+                        "row, weights fitted on the --likelihood-fit-scenes)")
     p.add_argument("--curve-limit", type=int, default=200,
                    help="eval scenes per variant of each learning-curve point (default 200)")
     p.add_argument("--trained-limit", type=int, default=None,
@@ -266,7 +269,7 @@ def run_fidelity_command(args: argparse.Namespace) -> int:
                         for m in args.finetuned),
         finetuned_decision=args.finetuned_decision,
         extra_models=tuple(parse_extra_model(m) for m in args.model), direct_ft=not args.no_direct_ft,
-        likelihood_ft=not args.no_likelihood_ft, curve_limit=args.curve_limit, trained_limit=args.trained_limit,
+        likelihood_ft=not args.no_likelihood_ft, pool=not args.no_pool, curve_limit=args.curve_limit, trained_limit=args.trained_limit,
         baselines=tuple(b.strip() for b in args.baselines.split(",") if b.strip()),
         row_minutes=args.row_minutes, repeats=args.repeats,
         batch_size=args.batch_size, fresh=args.fresh, progress=not args.no_progress, command=command_line(),

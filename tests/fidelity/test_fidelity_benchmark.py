@@ -248,13 +248,21 @@ def test_a_likelihood_training_adds_its_rows_and_a_learning_curve(first_run, pro
     assert [c["examples"] for c in manifest["checkpoints"]] == [4, 8]
     train_likelihood_row(replace(config, loss="letters"), progress=False)  # scored in direct mode
     try:
-        result = run_fidelity(_config(project, tiny_model_dir, baselines=("random",), base_modes=("likelihood", "direct"),
-                                      curve_limit=10, fit_scenes=20, likelihood_fit_scenes=10,
-                                      results_dir=str(project / "results-trained")))
+        result = run_fidelity(_config(project, tiny_model_dir, baselines=("random", "collaborative"),
+                                      base_modes=("likelihood", "direct"), curve_limit=10, fit_scenes=20,
+                                      likelihood_fit_scenes=20, results_dir=str(project / "results-trained")))
         rows = {r["label"]: r for r in result["rows"] if r["variant"] == "standard"}
         name = Path(tiny_model_dir).name
         final = rows[f"{name} trained (next-item, 8 ex), likelihood (PMI)"]
         assert final["role"] == "fine-tuned" and final["score"]["n"] == N_SCENES
+        # the trained row pooled with collaborative, fitted on each set of train-user scenes
+        pooled = [label for label in rows if label.startswith("pool: ")]
+        assert pooled == [f"pool: {name} trained (next-item, 8 ex), likelihood × collaborative" + suffix
+                          for suffix in ("", ", fitted on standard", ", fitted on popularity-matched")]
+        assert rows[pooled[0]]["score"]["n"] == N_SCENES and "fitted by log-loss on 20 train-user" in rows[pooled[0]]["note"]
+        assert "fitted by log-loss on 10 train-user" in rows[pooled[2]]["note"]
+        compared = {(c["a"], c["b"]) for c in result["comparisons"]}
+        assert (pooled[0], final["label"]) in compared and (pooled[2], "collaborative (spectral)") in compared
         curve_row = rows[f"{name} trained (next-item, 4 ex), likelihood (PMI)"]
         assert curve_row["role"] == "learning curve" and curve_row["score"]["n"] == 10
         points = {(p["examples"], p["variant"]) for p in result["learning_curve"] if p["rule"] == "PMI"}

@@ -39,6 +39,7 @@ from usermirrorer.data_pipeline.training.likelihood_train import LOSS_MODES
 from usermirrorer.errors import ConfigError, UserMirrorerError
 from usermirrorer.sim.metrics import fit_prior_weight, fit_temperature
 from usermirrorer.sim.mnl import fit_scenes_from_log, interleave_halves
+from usermirrorer.sim.pool import fit_pool_weights, member_log_terms, pool_probs
 from usermirrorer.sim.prompts import MODES
 from usermirrorer.sim.simulator import DEBIAS
 from usermirrorer.fidelity import report
@@ -135,6 +136,8 @@ class FidelityConfig:
             temperature (its answers on them are cached like eval answers).
         debias: extra base-LLM direct-mode rows, one per letter-debiasing method
             (``reversed``, ``cyclic``, ``prior``), on the ``llm_limit`` scenes.
+        pool: add the hybrid rows: each trained likelihood row pooled with the collaborative
+            row (:func:`_pool_rows`), weights fitted on the ``likelihood_fit_scenes``.
         fresh: ignore caches (recompute every row).
         progress: rich progress bars.
         command: the command line, recorded in the results.
@@ -171,6 +174,7 @@ class FidelityConfig:
     fit_scenes: int = 1000
     likelihood_fit_scenes: int = 200
     debias: tuple[str, ...] = ()
+    pool: bool = True
     fresh: bool = False
     progress: bool = True
     command: str = ""
@@ -345,6 +349,14 @@ def _comparisons(runs: Mapping[tuple[str, str], ModelRun], rows: Sequence[ModelS
     pairs = [(r.label, o) for r in rows if r.role in ("fine-tuned", ROLE_EXTRA)
              for o in (base.get((r.mode, _scoring_rule(r))), *bars) if o]
     pairs += [(r.label, o) for r in rows if r.role == "base LLM" for o in bars]
+    # a pool against its LLM member, the collaborative row and the MNL fitted on the same scenes
+    mnl_of = {"both": LABEL_MNL, "standard": LABEL_MNL + ", fitted on standard",
+              "popularity-matched": LABEL_MNL + ", fitted on popularity-matched"}
+    for r in rows:
+        if r.role == ROLE_HYBRID:
+            member = next((m.label for m in rows if m.kind == "llm" and m.model == r.model and m.role == "fine-tuned"
+                           and m.label.endswith(" (PMI)")), None)
+            pairs += [(r.label, o) for o in (member, LABEL_COLLABORATIVE, mnl_of[r.fit_on]) if o]
     extras = [r for r in rows if r.role == ROLE_EXTRA]
     pairs += [(a.label, b.label) for i, a in enumerate(extras) for b in extras[i + 1:]
               if (a.mode, _scoring_rule(a)) == (b.mode, _scoring_rule(b))]
@@ -395,8 +407,9 @@ ROLE_SCORING_VARIANT = "scoring variant"
 
 def _likelihood_rows(row: ModelSpec, variant_runs: dict[str, ModelRun], fit_scenes: Sequence[dict],
                      make_model: Any, cache_dir: Path, config: FidelityConfig,
-                     progress: Any) -> list[tuple[ModelSpec, dict[str, ModelRun]]]:
-    """One likelihood run reported under each rule of :data:`_LIKELIHOOD_RULES`.
+                     progress: Any) -> tuple[list[tuple[ModelSpec, dict[str, ModelRun]]], ModelRun]:
+    """One likelihood run reported under each rule of :data:`_LIKELIHOOD_RULES`, and the
+    model's run on the train-user fit scenes.
 
     The run keeps every option's log-likelihood after the scene's context and after the neutral
     one, so each rule's probabilities are derived here: ``softmax(score / T)`` with ``T`` (and,
@@ -435,6 +448,50 @@ def _likelihood_rows(row: ModelSpec, variant_runs: dict[str, ModelRun], fit_scen
         role = ROLE_SCORING_VARIANT if name in _VARIANT_RULES and row.role != ROLE_CURVE else row.role
         out.append((replace(row, label=f"{row.label} ({suffix.split(',')[0]})", role=role,
                             note=(row.note + "; " if row.note else "") + note), derived))
+    return out, fitted
+
+
+ROLE_HYBRID = "hybrid"
+_POOL_FITS = ("both", "standard", "popularity-matched")
+
+
+def _pool_rows(llm_row: ModelSpec, llm_fit: ModelRun, collab_row: ModelSpec, collab_model: Any,
+               runs: Mapping[tuple[str, str], ModelRun], fit_scenes: Sequence[dict],
+               fit_by_construction: Mapping[str, Sequence[dict]]) -> list[tuple[ModelSpec, dict[str, ModelRun]]]:
+    """The trained LLM (PMI scores) and the collaborative model pooled log-linearly
+    (:class:`usermirrorer.sim.pool.LogLinearPool`), weights fitted on the train-user scenes the
+    LLM's temperature was fitted on: all of them, or only those of one construction (as the
+    MNL rows). Derived from both rows' cached answers: no model runs again."""
+    by_id = {s["scene_id"]: s for s in fit_scenes}
+    construction = {s["scene_id"]: name for name in ("standard", "popularity-matched")
+                    for s in fit_by_construction.get(name, ())}
+    ids = llm_fit.scene_ids
+    llm_terms = llm_fit.likelihood[:, 0] - llm_fit.likelihood[:, 1]  # PMI, before any temperature
+    collab_terms = np.stack([member_log_terms(r) for r in collab_model.choice_probs([by_id[i] for i in ids])])
+    out = []
+    for fit_on in _POOL_FITS:
+        mask = np.array([fit_on == "both" or construction.get(i) == fit_on for i in ids])
+        if mask.sum() < 10:
+            continue
+        weights = fit_pool_weights([llm_terms[mask], collab_terms[mask]], llm_fit.item_pos[mask])
+        derived: dict[str, ModelRun] = {}
+        for variant in VARIANTS:
+            lr, cr = runs[(llm_row.label, variant)], runs[(collab_row.label, variant)]
+            index = {sid: i for i, sid in enumerate(cr.scene_ids)}
+            rows_c = [index[sid] for sid in lr.scene_ids]
+            probs = pool_probs([lr.likelihood[:, 0] - lr.likelihood[:, 1],
+                                np.log(np.maximum(cr.probs[rows_c], 1e-300))], weights)
+            share = len(rows_c) / max(len(cr.scene_ids), 1)
+            derived[variant] = replace(lr, probs=probs, seconds=lr.seconds + cr.seconds * share)
+        fitted_on = "both constructions" if fit_on == "both" else f"{fit_on} ones"
+        label = f"pool: {llm_row.label.rsplit(' (', 1)[0]} × collaborative" + (
+            "" if fit_on == "both" else f", fitted on {fit_on}")
+        note = (f"log-linear pool p ∝ p_LLM^a · p_collab^b of the rows above (LLM: PMI scores); a = "
+                f"{weights[0]:.3g}, b = {weights[1]:.3g} fitted by log-loss on {int(mask.sum())} train-user "
+                f"scenes ({fitted_on})")
+        spec = ModelSpec(label=label, kind="pool", model=llm_row.model, mode="-", role=ROLE_HYBRID, note=note,
+                         fit_on=fit_on, fit_scenes=int(mask.sum()))
+        out.append((spec, derived))
     return out
 
 
@@ -549,6 +606,25 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
     examples: dict[str, Any] = {}
     final_rows: list[ModelSpec] = []  # the planned rows, a likelihood row once per scoring rule
     built: dict[str, Any] = {}  # row label -> its choice model, when this run built one
+    # trained likelihood rows (PMI rule), their run on the fit scenes, their run key
+    pool_members: list[tuple[ModelSpec, ModelRun, str]] = []
+
+    def record(row: ModelSpec, variant_runs: Mapping[str, ModelRun], run_key: str) -> None:
+        """Score a row's runs into the table."""
+        final_rows.append(row)
+        for variant in VARIANTS:
+            run = variant_runs[variant]
+            runs[(row.label, variant)] = run
+            if run.resumed:
+                resumed_rows.append(f"{row.label} [{variant}: {run.resumed} scenes]")
+            score = score_run(run.probs, run.item_pos, run.seconds, config.repeats, seed=config.seed)
+            bins = reliability_bins(run.probs, run.item_pos)
+            result_rows.append({
+                "label": row.label, "variant": variant, "mode": row.mode, "kind": row.kind, "model": row.model,
+                "role": row.role, "note": row.note, "score": score.as_dict(),
+                "reliability": {k: v.tolist() for k, v in bins.items()}, "planned": run.planned, "run_key": run_key,
+            })
+
     with _progress(config.progress) as progress:
         for spec_row in rows:
             t = time.perf_counter()
@@ -590,26 +666,15 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
                 run_key = spec_row.key  # the rows derived from one run (likelihood rules) share it
                 reported = [(spec_row, variant_runs)]
                 if spec_row.mode == "likelihood":
-                    reported = _likelihood_rows(spec_row, variant_runs, fit_scenes, make_model, cache_dir, config,
-                                                progress)
+                    reported, fitted = _likelihood_rows(spec_row, variant_runs, fit_scenes, make_model, cache_dir,
+                                                        config, progress)
+                    if spec_row.role == "fine-tuned" and config.pool:
+                        pool_members.append((reported[0][0], fitted, run_key))  # the PMI rule's row
                 planned = spec_row
                 for spec_row, variant_runs in reported:
-                    final_rows.append(spec_row)
+                    record(spec_row, variant_runs, run_key)
                     for variant in VARIANTS:
                         run = variant_runs[variant]
-                        runs[(spec_row.label, variant)] = run
-                        if run.resumed:
-                            resumed_rows.append(f"{spec_row.label} [{variant}: {run.resumed} scenes]")
-                        score = score_run(run.probs, run.item_pos, run.seconds, config.repeats,
-                                          seed=config.seed)
-                        bins = reliability_bins(run.probs, run.item_pos)
-                        result_rows.append({
-                            "label": spec_row.label, "variant": variant, "mode": spec_row.mode,
-                            "kind": spec_row.kind, "model": spec_row.model, "role": spec_row.role,
-                            "note": spec_row.note, "score": score.as_dict(),
-                            "reliability": {k: v.tolist() for k, v in bins.items()}, "planned": run.planned,
-                            "run_key": run_key,
-                        })
                         if spec_row.mode == "decision" and run.rationales and spec_row.label not in examples:
                             first = next((i for i, r in enumerate(run.rationales) if r), None)
                             if first is not None:
@@ -624,12 +689,22 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
                 console.print(f"[red]row {spec_row.label!r} failed:[/red] {exc}")
             stage_seconds[f"row: {spec_row.label}"] = time.perf_counter() - t
 
+    collaborative = next((r for r in final_rows if r.label == LABEL_COLLABORATIVE), None)
+    if pool_members and collaborative is not None:
+        t = time.perf_counter()
+        collab_model = build_choice_model(collaborative, ds, fit_rows=fit_rows, seed=config.seed)
+        for llm_row, fitted, run_key in pool_members:
+            for row, variant_runs in _pool_rows(llm_row, fitted, collaborative, collab_model, runs, fit_scenes,
+                                                fit_by_construction):
+                record(row, variant_runs, run_key)  # its model time is the LLM's (+ ms of collaborative)
+        stage_seconds["pooled rows (fit + derive)"] = time.perf_counter() - t
+
     if not config.finetuned:
         skipped[f"{_short(config.base_model)} pipeline fine-tune (SFT+DPO on decision thoughts)"] = (
             "not run: no checkpoint given with --finetuned (the pipeline, `usermirrorer reproduce`, writes "
             "<W>/checkpoints/<profile>/dpo/model; pass it with --trained-on <W>/datasets/<D>_train.jsonl)")
     comparisons = _comparisons(runs, final_rows, VARIANTS)
-    tuned = {r.label for r in final_rows if r.role in ("fine-tuned", ROLE_EXTRA)}
+    tuned = {r.label for r in final_rows if r.role in ("fine-tuned", ROLE_EXTRA, ROLE_HYBRID)}
     result: dict[str, Any] = {
         "finished_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "setup": {

@@ -40,7 +40,7 @@ __all__ = [
     "slug",
 ]
 
-MODEL_KINDS = ("random", "popularity", "most-popular", "collaborative", "content", "mnl", "llm")
+MODEL_KINDS = ("random", "popularity", "most-popular", "collaborative", "content", "mnl", "llm", "pool")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ class ModelSpec:
         label: the row's name.
         kind: ``random``, ``popularity`` (p ~ 1 + causal count), ``most-popular`` (argmax of
             the causal count), ``collaborative``, ``content`` (text-embedding similarity to the
-            history, one fitted weight), ``mnl`` (the learned multinomial logit) or ``llm``.
+            history, one fitted weight), ``mnl`` (the learned multinomial logit), ``llm`` or
+            ``pool`` (rows derived from other rows' answers by the benchmark, never built here).
         model: LLM registry name or folder (``kind == "llm"``).
         mode: LLM mode: ``direct``, ``decision`` or ``likelihood``; ``-`` for log-only models.
         limit: evaluate only the first ``limit`` scenes of each variant (None: all).
@@ -192,6 +193,8 @@ def build_choice_model(spec: ModelSpec, ds: RawDataset | None = None, fit_rows: 
         options = SimOptions(mode=spec.mode, n_thoughts=spec.n_thoughts, max_thought_tokens=spec.max_thought_tokens,
                              batch_size=spec.batch_size, seed=seed, truncate_history=True, debias=spec.debias)
         return make_choice_model(spec.model, options=options, backend_kwargs=backend_kwargs)
+    if spec.kind == "pool":
+        raise ConfigError(f"row {spec.label!r} is derived from other rows' answers; it has no model to build")
     if ds is None:
         raise ConfigError(f"row {spec.label!r} ({spec.kind}) needs the raw dataset")
     if spec.kind in ("mnl", "content"):

@@ -13,6 +13,7 @@ from usermirrorer.sim.choice_models import BASELINE_CHOICE_MODELS, ChoiceModel, 
 from usermirrorer.sim.evaluation import Evaluation, ScoredScene, evaluate, evaluate_file
 from usermirrorer.sim.examples import example_scenes
 from usermirrorer.sim.models import resolve_model
+from usermirrorer.sim.pool import LogLinearPool
 from usermirrorer.sim.prompts import (
     DEFAULT_PROMPTS,
     LETTERS,
@@ -43,6 +44,7 @@ __all__ = [
     "ChoiceModel",
     "BASELINE_CHOICE_MODELS",
     "make_choice_model",
+    "LogLinearPool",
     "evaluate",
     "evaluate_file",
     "Evaluation",

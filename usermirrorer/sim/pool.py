@@ -1,0 +1,175 @@
+"""A log-linear pool of choice models (a product of experts): ``p_j ∝ prod_m p_mj ** w_m``.
+
+Why: a trained LLM in likelihood mode reads the option *texts* against the user's history,
+the collaborative model reads who watched what; on held-out popularity-matched ML-100K scenes
+each alone puts ~33 % on the real item, but they are right on different scenes (top-1: 41 %
+and 46 %, at least one of them 64 %), so a pool of the two is better calibrated and more
+accurate than either (``benchmarks/results/fidelity.md``). The weights are fitted by maximum
+likelihood on train scenes whose real choice is known; a weight can come out 0 or negative
+where a member's signal does not carry to that construction of exposures (collaborative
+scores on standard exposures, whose negatives are popular items).
+
+Each member contributes ``log p_m`` per option, or its pre-temperature ``scores`` where it
+keeps them (likelihood mode: ``probs = softmax(scores / T)``), so a member's own temperature
+does not matter (the weight absorbs it) and near-zero probabilities do not underflow. A
+scene's per-member constant cancels in the softmax. Scenes with an outside option or a rating
+query are pooled the same way, entry by entry; every member must answer with the same number
+of entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from usermirrorer.errors import ConfigError, DataError
+from usermirrorer.sim.simulator import ChoiceResult
+
+__all__ = ["LogLinearPool", "member_log_terms", "fit_pool_weights", "pool_probs"]
+
+_TINY = 1e-300  # log of a probability that underflowed to 0 stays finite
+
+
+def member_log_terms(result: ChoiceResult) -> np.ndarray:
+    """One member's ``(K,)`` log-terms for a scene: its scores if it keeps them, else ``log probs``."""
+    probs = np.asarray(result.probs, dtype=np.float64)
+    scores = getattr(result, "scores", None)
+    if scores is not None and len(scores) == len(probs) and np.all(np.isfinite(scores)):
+        return np.asarray(scores, dtype=np.float64)
+    return np.log(np.maximum(probs, _TINY))
+
+
+def _stack(terms: Sequence[np.ndarray]) -> np.ndarray:
+    """``(M, n, K)`` from M members' ``(n, K)`` arrays, centred per scene (softmax-invariant)."""
+    x = np.stack([np.asarray(t, dtype=np.float64) for t in terms])
+    if x.ndim != 3:
+        raise DataError(f"pool members must give (n_scenes, K) log-terms each, got shape {x.shape}")
+    return x - x.mean(axis=2, keepdims=True)
+
+
+def pool_probs(terms: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """``(n, K)`` pooled probabilities ``softmax(sum_m w_m * terms_m)``."""
+    x = _stack(terms)
+    w = np.asarray(weights, dtype=np.float64)
+    if len(w) != len(x):
+        raise ConfigError(f"{len(w)} pool weights for {len(x)} members")
+    z = np.tensordot(w, x, axes=1)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def fit_pool_weights(terms: Sequence[np.ndarray], item_pos: Sequence[int], l2: float = 1e-4) -> np.ndarray:
+    """Weights maximising the log-likelihood of the real choices (a small L2 penalty keeps a
+    member that carries nothing near 0).
+
+    Args:
+        terms: per member, ``(n, K)`` log-terms on the fit scenes (:func:`member_log_terms`).
+        item_pos: ``(n,)`` the real option's index per scene.
+        l2: penalty per scene on ``|w|^2``.
+    """
+    from scipy.optimize import minimize
+
+    x = _stack(terms)
+    y = np.asarray(item_pos, dtype=np.int64)
+    n = x.shape[1]
+    if n == 0 or len(y) != n:
+        raise DataError(f"pool fit: {n} scenes of log-terms but {len(y)} real choices")
+    if y.min() < 0 or y.max() >= x.shape[2]:
+        raise DataError(f"pool fit: a real choice index is outside 0..{x.shape[2] - 1}")
+    rows = np.arange(n)
+    # scale each member to unit spread so the optimiser sees comparable coordinates
+    scale = np.array([max(float(m.std()), 1e-12) for m in x])
+    xs = x / scale[:, None, None]
+
+    def objective(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = np.tensordot(w, xs, axes=1)
+        z = z - z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        nll = float(-np.log(p[rows, y]).mean()) + l2 * float(w @ w)
+        expected = np.einsum("mnk,nk->m", xs, p)
+        grad = (expected - xs[:, rows, y].sum(axis=1)) / n + 2 * l2 * w
+        return nll, grad
+
+    result = minimize(objective, np.zeros(len(x)), jac=True, method="L-BFGS-B")
+    return result.x / scale
+
+
+class LogLinearPool:
+    """A choice model pooling other choice models: ``p_j ∝ prod_m p_mj ** w_m``.
+
+    Args:
+        members: choice models (anything with ``choice_probs(scenes)``: a likelihood-mode
+            :class:`~usermirrorer.sim.UserSimulator`, a baseline of
+            :mod:`usermirrorer.sim.baselines`, the MNL ...).
+        weights: one per member; None: call :meth:`fit` before :meth:`choice_probs`.
+        names: how the members are called in ``repr`` and :attr:`fit_report`.
+
+    >>> pool = LogLinearPool([llm_sim, collaborative]).fit(train_scenes)   # doctest: +SKIP
+    >>> pool.choice_probs(scenes)[0].probs                                 # doctest: +SKIP
+    """
+
+    def __init__(self, members: Sequence[Any], weights: Sequence[float] | None = None,
+                 names: Sequence[str] | None = None):
+        if len(members) < 1:
+            raise ConfigError("a pool needs at least one member choice model")
+        for m in members:
+            if not callable(getattr(m, "choice_probs", None)):
+                raise ConfigError(f"pool member {type(m).__name__} has no choice_probs(scenes)")
+        self.members = list(members)
+        self.names = list(names) if names is not None else [type(m).__name__ for m in members]
+        if len(self.names) != len(self.members):
+            raise ConfigError(f"{len(self.names)} names for {len(self.members)} pool members")
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
+        if self.weights is not None and len(self.weights) != len(self.members):
+            raise ConfigError(f"{len(self.weights)} weights for {len(self.members)} pool members")
+        self.fit_report: dict[str, Any] = {}
+
+    def _terms(self, scenes: list[dict]) -> list[list[np.ndarray]]:
+        """Per member, the scenes' log-terms (a list: scenes may differ in K)."""
+        out = [[member_log_terms(r) for r in member.choice_probs(scenes)] for member in self.members]
+        widths = [[len(t) for t in member] for member in out]
+        if any(w != widths[0] for w in widths):
+            raise DataError(f"pool members {self.names} answer with different numbers of options "
+                            "(each must score the same options, outside option included)")
+        return out
+
+    def fit(self, scenes: Sequence[dict], l2: float = 1e-4) -> LogLinearPool:
+        """Fit the weights on scenes whose real choice (``item_pos``) is known; returns self.
+
+        Raises:
+            DataError: a scene without ``item_pos``; members disagreeing on the options.
+        """
+        batch = list(scenes)
+        try:
+            item_pos = [int(s["item_pos"]) for s in batch]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"pool fit: every scene needs an integer item_pos (the real choice); {exc}") from exc
+        raw = self._terms(batch)
+        if len({len(t) for t in raw[0]}) > 1:
+            raise DataError("pool fit: the fit scenes must all show the same number of options")
+        terms = [np.stack(t) for t in raw]
+        self.weights = fit_pool_weights(terms, item_pos, l2=l2)
+        nll = -np.mean(np.log(pool_probs(terms, self.weights)[np.arange(len(batch)), item_pos]))
+        self.fit_report = {"scenes": len(batch), "nll": float(nll),
+                           "weights": dict(zip(self.names, np.round(self.weights, 4).tolist()))}
+        return self
+
+    def choice_probs(self, scenes: dict | Sequence[dict], **_ignored: Any) -> ChoiceResult | list[ChoiceResult]:
+        """Pooled choice distribution per scene (one scene in -> one result out; a list -> a list)."""
+        if self.weights is None:
+            raise ConfigError("the pool is not fitted: call fit(train_scenes) or pass weights=")
+        single = isinstance(scenes, dict)
+        batch = [scenes] if single else list(scenes)
+        terms = self._terms(batch)
+        results = []
+        for i in range(len(batch)):
+            p = pool_probs([m[i][None, :] for m in terms], self.weights)[0]
+            results.append(ChoiceResult(probs=p))
+        return results[0] if single else results
+
+    def __repr__(self) -> str:
+        weights = "not fitted" if self.weights is None else dict(zip(self.names, np.round(self.weights, 4).tolist()))
+        return f"LogLinearPool(members={self.names}, weights={weights})"
