@@ -111,8 +111,10 @@ def _add_fidelity(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-likelihood-ft", action="store_true",
                    help="leave out the likelihood-mode trainings (`usermirrorer train`) and their learning curve")
     p.add_argument("--no-pool", action="store_true",
-                   help="leave out the hybrid rows (each trained likelihood row pooled with the collaborative "
-                        "row, weights fitted on the --likelihood-fit-scenes)")
+                   help="leave out the hybrid rows (each trained likelihood row pooled log-linearly with the "
+                        "collaborative row, and with every row that can join: untrained LLM, "
+                        "collaborative, MNL, content, popularity; weights fitted on the "
+                        "--likelihood-fit-scenes)")
     p.add_argument("--curve-limit", type=int, default=200,
                    help="eval scenes per variant of each learning-curve point (default 200)")
     p.add_argument("--trained-limit", type=int, default=None,

@@ -255,10 +255,13 @@ def test_a_likelihood_training_adds_its_rows_and_a_learning_curve(first_run, pro
         name = Path(tiny_model_dir).name
         final = rows[f"{name} trained (next-item, 8 ex), likelihood (PMI)"]
         assert final["role"] == "fine-tuned" and final["score"]["n"] == N_SCENES
-        # the trained row pooled with collaborative, fitted on each set of train-user scenes
+        # the trained row pooled with collaborative, then with every member the run has (here the
+        # untrained LLM too), fitted on each set of train-user scenes
         pooled = [label for label in rows if label.startswith("pool: ")]
-        assert pooled == [f"pool: {name} trained (next-item, 8 ex), likelihood × collaborative" + suffix
+        assert pooled == [f"pool: {name} trained (next-item, 8 ex), likelihood × {members}" + suffix
+                          for members in ("collaborative", "untrained LLM × collaborative")
                           for suffix in ("", ", fitted on standard", ", fitted on popularity-matched")]
+        assert "weights trained LLM" in rows[pooled[3]]["note"] and "untrained LLM" in rows[pooled[3]]["note"]
         assert rows[pooled[0]]["score"]["n"] == N_SCENES and "fitted by log-loss on 20 train-user" in rows[pooled[0]]["note"]
         assert "fitted by log-loss on 10 train-user" in rows[pooled[2]]["note"]
         compared = {(c["a"], c["b"]) for c in result["comparisons"]}

@@ -98,3 +98,26 @@ def test_pool_errors_say_what_is_missing():
         LogLinearPool([popularity], weights=[1.0, 2.0])
     with pytest.raises(DataError, match="item_pos"):
         LogLinearPool([popularity]).fit([{k: v for k, v in scene.items() if k != "item_pos"}])
+    with pytest.raises(DataError, match="no fit scenes"):
+        LogLinearPool([popularity]).fit([])
+
+
+def test_a_fitted_pool_drives_the_env_with_its_outside_option():
+    from usermirrorer.envs import RecEnv
+
+    ds = make_dataset(n_users=30, n_items=60, n_interactions=900, seed=5)
+    members = [make_choice_model("popularity", ds), make_choice_model("collaborative", ds)]
+    pool = LogLinearPool(members, names=["popularity", "collaborative"]).fit(
+        fit_scenes_from_log(ds, 60, embedder=None))
+    env = RecEnv(ds, pool, 4, allow_skip=True, max_steps=3)
+    obs, info = env.reset(seed=0)
+    steps = 0
+    for _ in range(3):
+        obs, reward, terminated, truncated, info = env.step(np.arange(4))
+        steps += 1
+        assert 0.0 <= reward <= 1.0
+        # four options and "none of these", pooled entry by entry
+        assert len(info["probs"]) == 5 and abs(float(np.sum(info["probs"])) - 1.0) < 1e-9
+        if terminated or truncated:
+            break
+    assert steps >= 1 and "LogLinearPool" in repr(pool)

@@ -137,7 +137,9 @@ class FidelityConfig:
         debias: extra base-LLM direct-mode rows, one per letter-debiasing method
             (``reversed``, ``cyclic``, ``prior``), on the ``llm_limit`` scenes.
         pool: add the hybrid rows: each trained likelihood row pooled with the collaborative
-            row (:func:`_pool_rows`), weights fitted on the ``likelihood_fit_scenes``.
+            row, and with every row that can join (the untrained LLM in likelihood mode,
+            collaborative, MNL, content, popularity) (:func:`_pool_rows`), weights fitted on
+            the ``likelihood_fit_scenes``.
         fresh: ignore caches (recompute every row).
         progress: rich progress bars.
         command: the command line, recorded in the results.
@@ -453,43 +455,62 @@ def _likelihood_rows(row: ModelSpec, variant_runs: dict[str, ModelRun], fit_scen
 
 ROLE_HYBRID = "hybrid"
 _POOL_FITS = ("both", "standard", "popularity-matched")
+# log-only rows the widest pool takes in (not "most popular": its zeros have no log)
+_POOL_LOG_ONLY = {LABEL_COLLABORATIVE: "collaborative", LABEL_MNL: "MNL", LABEL_CONTENT: "content",
+                  LABEL_POPULARITY: "popularity"}
 
 
-def _pool_rows(llm_row: ModelSpec, llm_fit: ModelRun, collab_row: ModelSpec, collab_model: Any,
-               runs: Mapping[tuple[str, str], ModelRun], fit_scenes: Sequence[dict],
+@dataclass
+class _PoolMember:
+    """One member of a pooled row: the row its eval answers are read from and its log-terms on
+    the fit scenes (in the order of the trained LLM's fit run)."""
+
+    label: str
+    name: str
+    fit_terms: np.ndarray
+    likelihood: bool  # eval log-terms are PMI scores of run.likelihood, else log run.probs
+
+    def eval_terms(self, run: ModelRun, rows: Sequence[int]) -> np.ndarray:
+        if self.likelihood:
+            return run.likelihood[rows, 0] - run.likelihood[rows, 1]
+        return np.log(np.maximum(run.probs[rows], 1e-300))
+
+
+def _pool_rows(lead_row: ModelSpec, members: Sequence[_PoolMember], fit_ids: Sequence[str],
+               fit_item_pos: np.ndarray, runs: Mapping[tuple[str, str], ModelRun],
                fit_by_construction: Mapping[str, Sequence[dict]]) -> list[tuple[ModelSpec, dict[str, ModelRun]]]:
-    """The trained LLM (PMI scores) and the collaborative model pooled log-linearly
-    (:class:`usermirrorer.sim.pool.LogLinearPool`), weights fitted on the train-user scenes the
-    LLM's temperature was fitted on: all of them, or only those of one construction (as the
-    MNL rows). Derived from both rows' cached answers: no model runs again."""
-    by_id = {s["scene_id"]: s for s in fit_scenes}
+    """Rows of a log-linear pool (:class:`usermirrorer.sim.pool.LogLinearPool`) of
+    ``members`` (the first: the trained LLM, PMI scores), weights fitted on the train-user scenes
+    the LLM's temperature was fitted on: all of them, or only those of one construction (as the
+    MNL rows). Derived from the members' cached answers: no model runs again. A row is scored on
+    the trained LLM's scenes; every member answered them."""
     construction = {s["scene_id"]: name for name in ("standard", "popularity-matched")
                     for s in fit_by_construction.get(name, ())}
-    ids = llm_fit.scene_ids
-    llm_terms = llm_fit.likelihood[:, 0] - llm_fit.likelihood[:, 1]  # PMI, before any temperature
-    collab_terms = np.stack([member_log_terms(r) for r in collab_model.choice_probs([by_id[i] for i in ids])])
+    names = " × ".join(m.name for m in members[1:])
     out = []
     for fit_on in _POOL_FITS:
-        mask = np.array([fit_on == "both" or construction.get(i) == fit_on for i in ids])
+        mask = np.array([fit_on == "both" or construction.get(i) == fit_on for i in fit_ids])
         if mask.sum() < 10:
             continue
-        weights = fit_pool_weights([llm_terms[mask], collab_terms[mask]], llm_fit.item_pos[mask])
+        weights = fit_pool_weights([m.fit_terms[mask] for m in members], fit_item_pos[mask])
         derived: dict[str, ModelRun] = {}
         for variant in VARIANTS:
-            lr, cr = runs[(llm_row.label, variant)], runs[(collab_row.label, variant)]
-            index = {sid: i for i, sid in enumerate(cr.scene_ids)}
-            rows_c = [index[sid] for sid in lr.scene_ids]
-            probs = pool_probs([lr.likelihood[:, 0] - lr.likelihood[:, 1],
-                                np.log(np.maximum(cr.probs[rows_c], 1e-300))], weights)
-            share = len(rows_c) / max(len(cr.scene_ids), 1)
-            derived[variant] = replace(lr, probs=probs, seconds=lr.seconds + cr.seconds * share)
+            lead = runs[(lead_row.label, variant)]
+            terms, seconds = [], 0.0
+            for m in members:
+                run = runs[(m.label, variant)]
+                index = {sid: i for i, sid in enumerate(run.scene_ids)}
+                terms.append(m.eval_terms(run, [index[sid] for sid in lead.scene_ids]))
+                seconds += run.seconds * len(lead.scene_ids) / max(len(run.scene_ids), 1)
+            derived[variant] = replace(lead, probs=pool_probs(terms, weights), seconds=seconds)
         fitted_on = "both constructions" if fit_on == "both" else f"{fit_on} ones"
-        label = f"pool: {llm_row.label.rsplit(' (', 1)[0]} × collaborative" + (
+        label = f"pool: {lead_row.label.rsplit(' (', 1)[0]} × {names}" + (
             "" if fit_on == "both" else f", fitted on {fit_on}")
-        note = (f"log-linear pool p ∝ p_LLM^a · p_collab^b of the rows above (LLM: PMI scores); a = "
-                f"{weights[0]:.3g}, b = {weights[1]:.3g} fitted by log-loss on {int(mask.sum())} train-user "
-                f"scenes ({fitted_on})")
-        spec = ModelSpec(label=label, kind="pool", model=llm_row.model, mode="-", role=ROLE_HYBRID, note=note,
+        weights_text = ", ".join(f"{m.name} {w:.3g}" for m, w in zip(
+            [replace(members[0], name="trained LLM"), *members[1:]], weights))
+        note = (f"log-linear pool p ∝ prod_m p_m^w_m of the rows above (LLMs: PMI scores); weights {weights_text}, "
+                f"fitted by log-loss on {int(mask.sum())} train-user scenes ({fitted_on})")
+        spec = ModelSpec(label=label, kind="pool", model=lead_row.model, mode="-", role=ROLE_HYBRID, note=note,
                          fit_on=fit_on, fit_scenes=int(mask.sum()))
         out.append((spec, derived))
     return out
@@ -608,6 +629,7 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
     built: dict[str, Any] = {}  # row label -> its choice model, when this run built one
     # trained likelihood rows (PMI rule), their run on the fit scenes, their run key
     pool_members: list[tuple[ModelSpec, ModelRun, str]] = []
+    base_fits: list[tuple[str, ModelRun]] = []  # the base LLM's likelihood row (PMI) and its fit-scene run
 
     def record(row: ModelSpec, variant_runs: Mapping[str, ModelRun], run_key: str) -> None:
         """Score a row's runs into the table."""
@@ -670,6 +692,8 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
                                                         config, progress)
                     if spec_row.role == "fine-tuned" and config.pool:
                         pool_members.append((reported[0][0], fitted, run_key))  # the PMI rule's row
+                    if spec_row.role == "base LLM":
+                        base_fits.append((reported[0][0].label, fitted))
                 planned = spec_row
                 for spec_row, variant_runs in reported:
                     record(spec_row, variant_runs, run_key)
@@ -689,14 +713,41 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
                 console.print(f"[red]row {spec_row.label!r} failed:[/red] {exc}")
             stage_seconds[f"row: {spec_row.label}"] = time.perf_counter() - t
 
-    collaborative = next((r for r in final_rows if r.label == LABEL_COLLABORATIVE), None)
-    if pool_members and collaborative is not None:
+    if pool_members and LABEL_COLLABORATIVE in {r.label for r in final_rows}:
         t = time.perf_counter()
-        collab_model = build_choice_model(collaborative, ds, fit_rows=fit_rows, seed=config.seed)
+        by_label = {r.label: r for r in final_rows}
+        fit_by_id = {s["scene_id"]: s for s in fit_scenes}
+        log_only_terms: dict[str, np.ndarray] = {}  # per log-only row, its log-terms on the fit scenes
         for llm_row, fitted, run_key in pool_members:
-            for row, variant_runs in _pool_rows(llm_row, fitted, collaborative, collab_model, runs, fit_scenes,
-                                                fit_by_construction):
-                record(row, variant_runs, run_key)  # its model time is the LLM's (+ ms of collaborative)
+            ids = fitted.scene_ids
+            lead = _PoolMember(llm_row.label, llm_row.label, fitted.likelihood[:, 0] - fitted.likelihood[:, 1], True)
+            extra = []
+            for label, name in _POOL_LOG_ONLY.items():
+                if label not in by_label:
+                    continue
+                if label not in log_only_terms:
+                    row = by_label[label]
+                    model = built.get(label) or build_choice_model(
+                        row, ds, fit_rows=fit_rows, seed=config.seed,
+                        fit_scenes=fit_by_construction.get(row.fit_on, fit_scenes),
+                        embedder=config.embedder, project_path=config.project_path)
+                    log_only_terms[label] = np.stack([member_log_terms(r) for r in
+                                                      model.choice_probs([fit_by_id[i] for i in ids])])
+                extra.append(_PoolMember(label, name, log_only_terms[label], False))
+            if base_fits:  # the untrained model, PMI: the trained one moved away from its prior
+                base_label, base_fit = base_fits[0]
+                index = {sid: i for i, sid in enumerate(base_fit.scene_ids)}
+                if all(i in index for i in ids):
+                    rows_b = [index[i] for i in ids]
+                    extra.insert(0, _PoolMember(base_label, "untrained LLM",
+                                                base_fit.likelihood[rows_b, 0] - base_fit.likelihood[rows_b, 1], True))
+            covered = [m for m in extra if all(set(runs[(llm_row.label, v)].scene_ids)
+                                                <= set(runs[(m.label, v)].scene_ids) for v in VARIANTS)]
+            collab = [m for m in covered if m.label == LABEL_COLLABORATIVE]
+            pools = [[lead, *collab]] + ([[lead, *covered]] if len(covered) > 1 else [])
+            for members in pools:
+                for row, variant_runs in _pool_rows(llm_row, members, ids, fitted.item_pos, runs, fit_by_construction):
+                    record(row, variant_runs, run_key)
         stage_seconds["pooled rows (fit + derive)"] = time.perf_counter() - t
 
     if not config.finetuned:

@@ -140,9 +140,11 @@ class LogLinearPool:
         """Fit the weights on scenes whose real choice (``item_pos``) is known; returns self.
 
         Raises:
-            DataError: a scene without ``item_pos``; members disagreeing on the options.
+            DataError: no scenes; a scene without ``item_pos``; members disagreeing on the options.
         """
         batch = list(scenes)
+        if not batch:
+            raise DataError("pool fit: no fit scenes (pass train-user scenes whose item_pos is the real choice)")
         try:
             item_pos = [int(s["item_pos"]) for s in batch]
         except (KeyError, TypeError, ValueError) as exc:
