@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -365,7 +366,8 @@ def write_json(result: Mapping[str, Any], path: str | os.PathLike) -> Path:
 
 
 def plot_accuracy(result: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Bar chart: accuracy with 95% CI per model, one bar per variant, chance line at 1/K."""
+    """Horizontal bar chart: accuracy with 95% CI per model (one row each, so 40+ rows with long
+    pool labels stay legible), one bar per variant, chance line at 1/K."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -373,7 +375,7 @@ def plot_accuracy(result: Mapping[str, Any], path: str | os.PathLike) -> Path:
 
     variants = result["setup"]["variants"]
     labels = [lb for lb in result["row_order"] if any(r["label"] == lb for r in result["rows"])]
-    fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(labels) + 2), 4.6))
+    fig, ax = plt.subplots(figsize=(12, max(4.0, 0.32 * len(labels) * len(variants) + 1.5)))
     width = 0.8 / len(variants)
     colors = ["#4C72B0", "#DD8452", "#55A868", "#C44E52"]
     for j, variant in enumerate(variants):
@@ -388,12 +390,13 @@ def plot_accuracy(result: Mapping[str, Any], path: str | os.PathLike) -> Path:
             # the normal-approximation interval, clipped to [0, 1] like the table
             lo.append(100 * (s["accuracy"] - max(0.0, s["ci_low"])) if s["ci_low"] is not None else 0)
             hi.append(100 * (min(1.0, s["ci_high"]) - s["accuracy"]) if s["ci_high"] is not None else 0)
-        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=variant, color=colors[j % len(colors)])
+        ax.barh(xs, ys, width, xerr=[lo, hi], capsize=2, label=variant, color=colors[j % len(colors)])
     k = result["setup"]["k"]
-    ax.axhline(100 / k, color="gray", linestyle="--", linewidth=1, label=f"random 1/K = {100 / k:.0f}%")
-    ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("accuracy % (95% CI)")
+    ax.axvline(100 / k, color="gray", linestyle="--", linewidth=1, label=f"random 1/K = {100 / k:.0f}%")
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels([textwrap.fill(lb, 70) for lb in labels], fontsize=7)
+    ax.set_ylim(len(labels) - 0.5, -0.5)  # first row on top, like the table
+    ax.set_xlabel("accuracy % (95% CI)")
     ax.set_title(f"Choice accuracy on held-out {result['setup']['dataset']} users, K={k}")
     ax.legend(fontsize=8)
     fig.tight_layout()
