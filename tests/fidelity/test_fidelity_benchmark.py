@@ -248,7 +248,7 @@ def test_a_likelihood_training_adds_its_rows_and_a_learning_curve(first_run, pro
     assert [c["examples"] for c in manifest["checkpoints"]] == [4, 8]
     train_likelihood_row(replace(config, loss="letters"), progress=False)  # scored in direct mode
     try:
-        result = run_fidelity(_config(project, tiny_model_dir, baselines=("random", "collaborative"),
+        result = run_fidelity(_config(project, tiny_model_dir, baselines=("random", "collaborative", "popularity"),
                                       base_modes=("likelihood", "direct"), curve_limit=10, fit_scenes=20,
                                       likelihood_fit_scenes=20, results_dir=str(project / "results-trained")))
         rows = {r["label"]: r for r in result["rows"] if r["variant"] == "standard"}
@@ -256,11 +256,16 @@ def test_a_likelihood_training_adds_its_rows_and_a_learning_curve(first_run, pro
         final = rows[f"{name} trained (next-item, 8 ex), likelihood (PMI)"]
         assert final["role"] == "fine-tuned" and final["score"]["n"] == N_SCENES
         # the trained row pooled with collaborative, then with every member the run has (here the
-        # untrained LLM too), fitted on each set of train-user scenes
+        # untrained LLM and popularity too), fitted on each set of train-user scenes, then that
+        # wide pool gated by the popularity spread, fitted once on all, and its log-only members alone
         pooled = [label for label in rows if label.startswith("pool: ")]
+        wide = "untrained LLM × collaborative × popularity"
         assert pooled == [f"pool: {name} trained (next-item, 8 ex), likelihood × {members}" + suffix
-                          for members in ("collaborative", "untrained LLM × collaborative")
-                          for suffix in ("", ", fitted on standard", ", fitted on popularity-matched")]
+                          for members in ("collaborative", wide)
+                          for suffix in ("", ", fitted on standard", ", fitted on popularity-matched")] + [
+            f"pool: {name} trained (next-item, 8 ex), likelihood × {wide}, gated by popularity spread",
+            "pool: collaborative × popularity, gated by popularity spread"]  # the same without an LLM
+        assert "popularity × spread" in rows[pooled[6]]["note"] and "fitted by log-loss on 20" in rows[pooled[6]]["note"]
         assert "weights trained LLM" in rows[pooled[3]]["note"] and "untrained LLM" in rows[pooled[3]]["note"]
         assert rows[pooled[0]]["score"]["n"] == N_SCENES and "fitted by log-loss on 20 train-user" in rows[pooled[0]]["note"]
         assert "fitted by log-loss on 10 train-user" in rows[pooled[2]]["note"]

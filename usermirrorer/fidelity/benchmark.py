@@ -39,7 +39,7 @@ from usermirrorer.data_pipeline.training.likelihood_train import LOSS_MODES
 from usermirrorer.errors import ConfigError, UserMirrorerError
 from usermirrorer.sim.metrics import fit_prior_weight, fit_temperature
 from usermirrorer.sim.mnl import fit_scenes_from_log, interleave_halves
-from usermirrorer.sim.pool import fit_pool_weights, member_log_terms, pool_probs
+from usermirrorer.sim.pool import fit_pool_weights, gated_terms, member_log_terms, pool_probs
 from usermirrorer.sim.prompts import MODES
 from usermirrorer.sim.simulator import DEBIAS
 from usermirrorer.fidelity import report
@@ -139,7 +139,8 @@ class FidelityConfig:
         pool: add the hybrid rows: each trained likelihood row pooled with the collaborative
             row, and with every row that can join (the untrained LLM in likelihood mode,
             collaborative, MNL, content, popularity) (:func:`_pool_rows`), weights fitted on
-            the ``likelihood_fit_scenes``.
+            the ``likelihood_fit_scenes`` (all, or one construction's), and the wide pool once
+            more gated by the popularity spread of the slate (one fit for both constructions).
         fresh: ignore caches (recompute every row).
         progress: rich progress bars.
         command: the command line, recorded in the results.
@@ -478,21 +479,25 @@ class _PoolMember:
 
 def _pool_rows(lead_row: ModelSpec, members: Sequence[_PoolMember], fit_ids: Sequence[str],
                fit_item_pos: np.ndarray, runs: Mapping[tuple[str, str], ModelRun],
-               fit_by_construction: Mapping[str, Sequence[dict]]) -> list[tuple[ModelSpec, dict[str, ModelRun]]]:
+               fit_by_construction: Mapping[str, Sequence[dict]],
+               gate: int | None = None) -> list[tuple[ModelSpec, dict[str, ModelRun]]]:
     """Rows of a log-linear pool (:class:`usermirrorer.sim.pool.LogLinearPool`) of
     ``members`` (the first: the trained LLM, PMI scores), weights fitted on the train-user scenes
     the LLM's temperature was fitted on: all of them, or only those of one construction (as the
     MNL rows). Derived from the members' cached answers: no model runs again. A row is scored on
-    the trained LLM's scenes; every member answered them."""
+    the trained LLM's scenes; every member answered them. With ``gate`` (a member index) one
+    gated pool is fitted on all fit scenes: every weight moves with that member's spread
+    (:func:`usermirrorer.sim.pool.gated_terms`), so it needs no construction label."""
+    pooled = (lambda t: t) if gate is None else (lambda t: gated_terms(t, gate))
     construction = {s["scene_id"]: name for name in ("standard", "popularity-matched")
                     for s in fit_by_construction.get(name, ())}
-    names = " × ".join(m.name for m in members[1:])
+    names = " × ".join(m.name if m.label != lead_row.label else lead_row.label.rsplit(" (", 1)[0] for m in members)
     out = []
-    for fit_on in _POOL_FITS:
+    for fit_on in _POOL_FITS if gate is None else ("both",):
         mask = np.array([fit_on == "both" or construction.get(i) == fit_on for i in fit_ids])
         if mask.sum() < 10:
             continue
-        weights = fit_pool_weights([m.fit_terms[mask] for m in members], fit_item_pos[mask])
+        weights = fit_pool_weights(pooled([m.fit_terms[mask] for m in members]), fit_item_pos[mask])
         derived: dict[str, ModelRun] = {}
         for variant in VARIANTS:
             lead = runs[(lead_row.label, variant)]
@@ -502,14 +507,19 @@ def _pool_rows(lead_row: ModelSpec, members: Sequence[_PoolMember], fit_ids: Seq
                 index = {sid: i for i, sid in enumerate(run.scene_ids)}
                 terms.append(m.eval_terms(run, [index[sid] for sid in lead.scene_ids]))
                 seconds += run.seconds * len(lead.scene_ids) / max(len(run.scene_ids), 1)
-            derived[variant] = replace(lead, probs=pool_probs(terms, weights), seconds=seconds)
+            derived[variant] = replace(lead, probs=pool_probs(pooled(terms), weights), seconds=seconds)
         fitted_on = "both constructions" if fit_on == "both" else f"{fit_on} ones"
-        label = f"pool: {lead_row.label.rsplit(' (', 1)[0]} × {names}" + (
-            "" if fit_on == "both" else f", fitted on {fit_on}")
-        weights_text = ", ".join(f"{m.name} {w:.3g}" for m, w in zip(
-            [replace(members[0], name="trained LLM"), *members[1:]], weights))
+        label = f"pool: {names}" + (
+            "" if fit_on == "both" else f", fitted on {fit_on}") + (
+            "" if gate is None else f", gated by {members[gate].name} spread")
+        member_names = ["trained LLM" if m.label == lead_row.label else m.name for m in members]
+        if gate is not None:
+            member_names += [f"{n} × spread" for n in member_names]
+        weights_text = ", ".join(f"{n} {w:.3g}" for n, w in zip(member_names, weights))
         note = (f"log-linear pool p ∝ prod_m p_m^w_m of the rows above (LLMs: PMI scores); weights {weights_text}, "
-                f"fitted by log-loss on {int(mask.sum())} train-user scenes ({fitted_on})")
+                f"fitted by log-loss on {int(mask.sum())} train-user scenes ({fitted_on})") + (
+            "" if gate is None else f"; each weight w_m = a_m + b_m × the scene's spread (std over options) "
+                                    f"of the {members[gate].name} log-terms, the '× spread' weights are the b_m")
         spec = ModelSpec(label=label, kind="pool", model=lead_row.model, mode="-", role=ROLE_HYBRID, note=note,
                          fit_on=fit_on, fit_scenes=int(mask.sum()))
         out.append((spec, derived))
@@ -745,9 +755,20 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
                                                 <= set(runs[(m.label, v)].scene_ids) for v in VARIANTS)]
             collab = [m for m in covered if m.label == LABEL_COLLABORATIVE]
             pools = [[lead, *collab]] + ([[lead, *covered]] if len(covered) > 1 else [])
-            for members in pools:
-                for row, variant_runs in _pool_rows(llm_row, members, ids, fitted.item_pos, runs, fit_by_construction):
-                    record(row, variant_runs, run_key)
+            # the wide pool once more, gated by the popularity member's spread (one fit for both
+            # constructions), and the same gated pool of the log-only rows alone: what pooling
+            # gives without any LLM (scored on the trained row's scenes, once)
+            gates = []
+            if len(pools) > 1 and "popularity" in [m.name for m in pools[-1]]:
+                gates.append((pools[-1], [m.name for m in pools[-1]].index("popularity")))
+                log_only = [m for m in pools[-1] if not m.likelihood]
+                if len(log_only) > 1:
+                    gates.append((log_only, [m.name for m in log_only].index("popularity")))
+            for members, gate in [(members, None) for members in pools] + gates:
+                for row, variant_runs in _pool_rows(llm_row, members, ids, fitted.item_pos, runs,
+                                                    fit_by_construction, gate=gate):
+                    if (row.label, VARIANTS[0]) not in runs:  # a log-only pool, once per run
+                        record(row, variant_runs, run_key)
         stage_seconds["pooled rows (fit + derive)"] = time.perf_counter() - t
 
     if not config.finetuned:
