@@ -2,7 +2,7 @@
 
 Why: a trained LLM in likelihood mode reads the option *texts* against the user's history,
 the collaborative model reads who watched what; on held-out popularity-matched ML-100K scenes
-each alone puts ~33 % on the real item, but they are right on different scenes (top-1: 41 %
+each alone puts 31–33 % on the real item, but they are right on different scenes (top-1: 42 %
 and 46 %, at least one of them 64 %), so a pool of the two is better calibrated and more
 accurate than either (``benchmarks/results/fidelity.md``). The weights are fitted by maximum
 likelihood on train scenes whose real choice is known; a weight can come out 0 or negative
@@ -19,8 +19,8 @@ of entries.
 A *gated* pool (``gate=`` a member) lets every weight move with how unequal that member's terms
 are across the scene's options: ``w_m(scene) = a_m + b_m * spread(scene)``, spread the standard
 deviation of the gate member's log-terms. Why: the best weights depend on how the exposures were
-built (collaborative's weight comes out -0.22 fitted on standard ML-100K scenes, whose negatives
-are popular, and +0.53 on popularity-matched ones), and the popularity member's spread tells the
+built (collaborative's weight comes out -0.16 fitted on standard ML-100K scenes, whose negatives
+are popular, and +0.56 on popularity-matched ones), and the popularity member's spread tells the
 two apart from the slate alone, so one gated pool serves exposures of unknown construction.
 """
 
