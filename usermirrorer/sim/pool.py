@@ -3,8 +3,8 @@
 Why: a trained LLM in likelihood mode reads the option *texts* against the user's history,
 the collaborative model reads who watched what; on held-out popularity-matched ML-100K scenes
 each alone puts 31–33 % on the real item, but they are right on different scenes (top-1: 42 %
-and 46 %, at least one of them 64 %), so a pool of the two is better calibrated and more
-accurate than either (``benchmarks/results/fidelity.md``). The weights are fitted by maximum
+and 46 %, at least one of them 64 %), so a pool of the two fitted on such scenes is better
+calibrated and more accurate than either (36 % E[acc], ``benchmarks/results/fidelity.md``). The weights are fitted by maximum
 likelihood on train scenes whose real choice is known; a weight can come out 0 or negative
 where a member's signal does not carry to that construction of exposures (collaborative
 scores on standard exposures, whose negatives are popular items).
