@@ -39,7 +39,7 @@ from usermirrorer.data_pipeline.training.likelihood_train import LOSS_MODES
 from usermirrorer.errors import ConfigError, UserMirrorerError
 from usermirrorer.sim.metrics import fit_prior_weight, fit_temperature
 from usermirrorer.sim.mnl import fit_scenes_from_log, interleave_halves
-from usermirrorer.sim.pool import fit_pool_weights, gated_terms, member_log_terms, pool_probs
+from usermirrorer.sim.pool import fit_pool_weights, log_probs, member_log_terms, pool_probs, pool_terms
 from usermirrorer.sim.prompts import MODES
 from usermirrorer.sim.simulator import DEBIAS
 from usermirrorer.fidelity import report
@@ -461,6 +461,11 @@ _POOL_LOG_ONLY = {LABEL_COLLABORATIVE: "collaborative", LABEL_MNL: "MNL", LABEL_
                   LABEL_POPULARITY: "popularity"}
 
 
+def _pmi(run: ModelRun, rows: Sequence[int] | slice = slice(None)) -> np.ndarray:
+    """A likelihood run's PMI scores (before any temperature): log P(option | user) - log P(option)."""
+    return run.likelihood[rows, 0] - run.likelihood[rows, 1]
+
+
 @dataclass
 class _PoolMember:
     """One member of a pooled row: the row its eval answers are read from and its log-terms on
@@ -472,9 +477,7 @@ class _PoolMember:
     likelihood: bool  # eval log-terms are PMI scores of run.likelihood, else log run.probs
 
     def eval_terms(self, run: ModelRun, rows: Sequence[int]) -> np.ndarray:
-        if self.likelihood:
-            return run.likelihood[rows, 0] - run.likelihood[rows, 1]
-        return np.log(np.maximum(run.probs[rows], 1e-300))
+        return _pmi(run, rows) if self.likelihood else log_probs(run.probs[rows])
 
 
 def _pool_rows(lead_row: ModelSpec, members: Sequence[_PoolMember], fit_ids: Sequence[str],
@@ -488,7 +491,6 @@ def _pool_rows(lead_row: ModelSpec, members: Sequence[_PoolMember], fit_ids: Seq
     the trained LLM's scenes; every member answered them. With ``gate`` (a member index) one
     gated pool is fitted on all fit scenes: every weight moves with that member's spread
     (:func:`usermirrorer.sim.pool.gated_terms`), so it needs no construction label."""
-    pooled = (lambda t: t) if gate is None else (lambda t: gated_terms(t, gate))
     construction = {s["scene_id"]: name for name in ("standard", "popularity-matched")
                     for s in fit_by_construction.get(name, ())}
     names = " × ".join(m.name if m.label != lead_row.label else lead_row.label.rsplit(" (", 1)[0] for m in members)
@@ -497,7 +499,7 @@ def _pool_rows(lead_row: ModelSpec, members: Sequence[_PoolMember], fit_ids: Seq
         mask = np.array([fit_on == "both" or construction.get(i) == fit_on for i in fit_ids])
         if mask.sum() < 10:
             continue
-        weights = fit_pool_weights(pooled([m.fit_terms[mask] for m in members]), fit_item_pos[mask])
+        weights = fit_pool_weights(pool_terms([m.fit_terms[mask] for m in members], gate), fit_item_pos[mask])
         derived: dict[str, ModelRun] = {}
         for variant in VARIANTS:
             lead = runs[(lead_row.label, variant)]
@@ -507,7 +509,7 @@ def _pool_rows(lead_row: ModelSpec, members: Sequence[_PoolMember], fit_ids: Seq
                 index = {sid: i for i, sid in enumerate(run.scene_ids)}
                 terms.append(m.eval_terms(run, [index[sid] for sid in lead.scene_ids]))
                 seconds += run.seconds * len(lead.scene_ids) / max(len(run.scene_ids), 1)
-            derived[variant] = replace(lead, probs=pool_probs(pooled(terms), weights), seconds=seconds)
+            derived[variant] = replace(lead, probs=pool_probs(pool_terms(terms, gate), weights), seconds=seconds)
         fitted_on = "both constructions" if fit_on == "both" else f"{fit_on} ones"
         label = f"pool: {names}" + (
             "" if fit_on == "both" else f", fitted on {fit_on}") + (
@@ -730,7 +732,7 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
         log_only_terms: dict[str, np.ndarray] = {}  # per log-only row, its log-terms on the fit scenes
         for llm_row, fitted, run_key in pool_members:
             ids = fitted.scene_ids
-            lead = _PoolMember(llm_row.label, llm_row.label, fitted.likelihood[:, 0] - fitted.likelihood[:, 1], True)
+            lead = _PoolMember(llm_row.label, llm_row.label, _pmi(fitted), True)
             extra = []
             for label, name in _POOL_LOG_ONLY.items():
                 if label not in by_label:
@@ -748,9 +750,7 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
                 base_label, base_fit = base_fits[0]
                 index = {sid: i for i, sid in enumerate(base_fit.scene_ids)}
                 if all(i in index for i in ids):
-                    rows_b = [index[i] for i in ids]
-                    extra.insert(0, _PoolMember(base_label, "untrained LLM",
-                                                base_fit.likelihood[rows_b, 0] - base_fit.likelihood[rows_b, 1], True))
+                    extra.insert(0, _PoolMember(base_label, "untrained LLM", _pmi(base_fit, [index[i] for i in ids]), True))
             covered = [m for m in extra if all(set(runs[(llm_row.label, v)].scene_ids)
                                                 <= set(runs[(m.label, v)].scene_ids) for v in VARIANTS)]
             collab = [m for m in covered if m.label == LABEL_COLLABORATIVE]
@@ -759,11 +759,11 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
             # constructions), and the same gated pool of the log-only rows alone: what pooling
             # gives without any LLM (scored on the trained row's scenes, once)
             gates = []
-            if len(pools) > 1 and "popularity" in [m.name for m in pools[-1]]:
-                gates.append((pools[-1], [m.name for m in pools[-1]].index("popularity")))
-                log_only = [m for m in pools[-1] if not m.likelihood]
-                if len(log_only) > 1:
-                    gates.append((log_only, [m.name for m in log_only].index("popularity")))
+            wide = pools[-1] if len(pools) > 1 else []
+            if "popularity" in [m.name for m in wide]:
+                log_only = [m for m in wide if not m.likelihood]
+                gates += [(members, [m.name for m in members].index("popularity"))
+                          for members in (wide, log_only) if len(members) > 1]
             for members, gate in [(members, None) for members in pools] + gates:
                 for row, variant_runs in _pool_rows(llm_row, members, ids, fitted.item_pos, runs,
                                                     fit_by_construction, gate=gate):

@@ -34,9 +34,15 @@ import numpy as np
 from usermirrorer.errors import ConfigError, DataError
 from usermirrorer.sim.simulator import ChoiceResult
 
-__all__ = ["LogLinearPool", "member_log_terms", "fit_pool_weights", "pool_probs", "gated_terms"]
+__all__ = ["LogLinearPool", "member_log_terms", "log_probs", "fit_pool_weights", "pool_probs", "gated_terms",
+           "pool_terms"]
 
 _TINY = 1e-300  # log of a probability that underflowed to 0 stays finite
+
+
+def log_probs(probs: Any) -> np.ndarray:
+    """``log probs``, finite where a probability underflowed to 0."""
+    return np.log(np.maximum(np.asarray(probs, dtype=np.float64), _TINY))
 
 
 def member_log_terms(result: ChoiceResult) -> np.ndarray:
@@ -45,7 +51,7 @@ def member_log_terms(result: ChoiceResult) -> np.ndarray:
     scores = getattr(result, "scores", None)
     if scores is not None and len(scores) == len(probs) and np.all(np.isfinite(scores)):
         return np.asarray(scores, dtype=np.float64)
-    return np.log(np.maximum(probs, _TINY))
+    return log_probs(probs)
 
 
 def _stack(terms: Sequence[np.ndarray]) -> np.ndarray:
@@ -65,6 +71,12 @@ def gated_terms(terms: Sequence[np.ndarray], gate: int) -> list[np.ndarray]:
         raise ConfigError(f"pool gate {gate} is not a member index (0..{len(arrays) - 1})")
     spread = arrays[gate].std(axis=1, keepdims=True)
     return arrays + [t * spread for t in arrays]
+
+
+def pool_terms(terms: Sequence[np.ndarray], gate: int | None) -> list[np.ndarray]:
+    """What a pool's weights multiply: the members' log-terms, or with ``gate`` the gated
+    pseudo-members (:func:`gated_terms`)."""
+    return list(terms) if gate is None else gated_terms(terms, gate)
 
 
 def pool_probs(terms: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
@@ -165,10 +177,6 @@ class LogLinearPool:
             return self.names
         return self.names + [f"{n} × spread({self.names[self.gate]})" for n in self.names]
 
-    def _pooled(self, terms: list[np.ndarray]) -> list[np.ndarray]:
-        """What the weights multiply: the members' terms, or a gated pool's pseudo-members."""
-        return terms if self.gate is None else gated_terms(terms, self.gate)
-
     def _terms(self, scenes: list[dict]) -> list[list[np.ndarray]]:
         """Per member, the scenes' log-terms (a list: scenes may differ in K)."""
         out = [[member_log_terms(r) for r in member.choice_probs(scenes)] for member in self.members]
@@ -194,7 +202,7 @@ class LogLinearPool:
         raw = self._terms(batch)
         if len({len(t) for t in raw[0]}) > 1:
             raise DataError("pool fit: the fit scenes must all show the same number of options")
-        terms = self._pooled([np.stack(t) for t in raw])
+        terms = pool_terms([np.stack(t) for t in raw], self.gate)
         self.weights = fit_pool_weights(terms, item_pos, l2=l2)
         nll = -np.mean(np.log(pool_probs(terms, self.weights)[np.arange(len(batch)), item_pos]))
         self.fit_report = {"scenes": len(batch), "nll": float(nll),
@@ -210,7 +218,7 @@ class LogLinearPool:
         terms = self._terms(batch)
         results = []
         for i in range(len(batch)):
-            p = pool_probs(self._pooled([m[i][None, :] for m in terms]), self.weights)[0]
+            p = pool_probs(pool_terms([m[i][None, :] for m in terms], self.gate), self.weights)[0]
             results.append(ChoiceResult(probs=p))
         return results[0] if single else results
 
