@@ -301,7 +301,9 @@ def run_model(
         ids = [str(s["scene_id"]) for s in answered]
         out[v] = ModelRun(
             spec=spec, variant=v, scene_ids=ids,
-            probs=np.array([got[i]["probs"] for i in ids], dtype=np.float64).reshape(len(ids), -1),
+            # a budget can end a run before a variant's first answer: an empty (0, 0), not a crash
+            probs=(np.array([got[i]["probs"] for i in ids], dtype=np.float64).reshape(len(ids), -1)
+                   if ids else np.empty((0, 0))),
             item_pos=np.array([int(s["item_pos"]) for s in answered], dtype=np.int64),
             seconds=float(sum(got[i]["seconds"] for i in ids)),
             rationales=[got[i].get("rationale", "") for i in ids], resumed=resumed[v],
