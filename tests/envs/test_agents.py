@@ -7,7 +7,7 @@ import pytest
 
 from usermirrorer.data_pipeline.embeddings import HashingEmbedder, item_texts
 from usermirrorer.envs import RecEnv
-from usermirrorer.envs.agents import RECOMMENDERS, make_recommender
+from usermirrorer.envs.agents import RECOMMENDERS, _top_k_unseen, make_recommender
 from usermirrorer.envs.arena import METRICS, run_arena, summarize
 from usermirrorer.envs.resources import load_choice_model
 
@@ -28,6 +28,19 @@ def test_recommenders_return_distinct_unseen_items(small_ds, name):
             assert not set(slate.tolist()) & set(seen)
             obs, reward, _, _, info = env.step(slate)
             agent.update(obs, slate, reward, info)
+
+
+def test_top_k_breaks_ties_by_item_order():
+    # integer scores over 40 items: many ties, also at the k-th place; NaN counts as the worst
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        scores = rng.integers(0, 6, size=40).astype(float)
+        scores[rng.integers(0, 40)] = np.nan
+        seen = rng.choice(40, size=5, replace=False)
+        k = int(rng.integers(1, 10))
+        unseen = [i for i in range(40) if i not in set(seen.tolist()) and not np.isnan(scores[i])]
+        expected = sorted(unseen, key=lambda i: (-scores[i], i))[:k]
+        assert _top_k_unseen(scores, seen, k).tolist() == expected
 
 
 def test_log_learned_recommenders_follow_their_fit_rows(small_ds):

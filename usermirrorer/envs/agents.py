@@ -65,9 +65,19 @@ def _seen(obs: dict[str, Any]) -> np.ndarray:
 
 
 def _top_k_unseen(scores: np.ndarray, seen: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` best-scored unseen items, best first; equal scores in item order.
+
+    Why the explicit tie-break: which of several tied items ``argpartition`` returns, and in what
+    order, depends on numpy's build and the CPU's SIMD (AVX-512 machines partition differently),
+    so a popularity slate with two items of equal count differed between machines for one seed.
+    """
     scores = scores.astype(np.float64, copy=True)
     scores[seen] = -np.inf
-    top = np.argpartition(-scores, k - 1)[:k]
+    scores[np.isnan(scores)] = -np.inf
+    kth = np.partition(scores, len(scores) - k)[len(scores) - k]  # the k-th largest score
+    above = np.flatnonzero(scores > kth)
+    tied = np.flatnonzero(scores == kth)[: k - len(above)]
+    top = np.concatenate([above, tied])
     return top[np.argsort(-scores[top], kind="stable")].astype(np.int64)
 
 

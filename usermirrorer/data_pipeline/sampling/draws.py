@@ -74,7 +74,11 @@ def check_seed(seed: object, name: str = "--seed") -> None:
 
 
 def topk_desc(values: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the ``k`` largest values per row, largest first (ties: lower index)."""
+    """Column indices of the ``k`` largest values per row, largest first (ties: lower index).
+
+    Values tied *at* the k-th place are kept as numpy's partition returns them, which differs
+    between CPUs; the callers pass Gumbel-perturbed float scores, where such ties do not occur.
+    """
     n = values.shape[1]
     k = min(k, n)
     if k <= 0:
