@@ -47,7 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=textwrap.dedent("""\
             examples:
-              usermirrorer train --profile cpu                        # SmolLM2-135M, listwise, under 55 min on 2 cores
+              usermirrorer train --profile cpu                        # SmolLM2-135M, listwise, 50-65 min on 2 cores
               usermirrorer train --profile cpu --loss listwise --examples 2000
               usermirrorer train --profile tiny --project-path /tmp/w # the tiny random model, seconds"""),
     )

@@ -241,7 +241,7 @@ def _trained_model(config: PolicyRankingConfig, split: Any) -> tuple[str, str]:
     if manifest is None:
         raise DataError(f"no trained simulator in {FidelityPaths(config.project_path).root / 'likelihood-ft'}: "
                         f"run `usermirrorer train --profile cpu --project-path {config.project_path}` first "
-                        "(under 55 min on 2 cores), pass --trained-model DIR, or leave 'trained' out of --simulators")
+                        "(50-65 min on 2 cores), pass --trained-model DIR, or leave 'trained' out of --simulators")
     split.check_disjoint(manifest.get("trained_user_ids", []), f"the likelihood-mode training {manifest['loss']}")
     last = manifest["checkpoints"][-1]
     return last["model_dir"], f"{config.base_model} trained ({manifest['loss']}, {last['examples']:,} examples)"
