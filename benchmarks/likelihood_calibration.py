@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from usermirrorer.data_pipeline.jsonl import iter_jsonl
-from usermirrorer.fidelity.benchmark import FidelityConfig
+from usermirrorer.fidelity.benchmark import FidelityConfig, train_fit_scenes
 from usermirrorer.fidelity.eval_scenes import VARIANTS, scenes_fingerprint
 from usermirrorer.fidelity.workspace import (
     FidelityPaths,
@@ -32,7 +32,6 @@ from usermirrorer.fidelity.workspace import (
     load_benchmark_raws,
     load_likelihood_ft_manifests,
 )
-from usermirrorer.sim.mnl import fit_scenes_from_log, interleave_halves
 from usermirrorer.sim.pool import fit_pool_weights, pool_probs, pool_terms
 
 
@@ -64,16 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fit-scenes", type=int, default=600, help="the benchmark's --likelihood-fit-scenes")
     parser.add_argument("--results-dir", default="benchmarks/results")
     args = parser.parse_args(argv)
-    ds = load_benchmark_raws(args.project_path, "ml-100k")
-    split = ensure_split(ds, args.project_path, 0, 0.2)
-    spec = FidelityConfig(project_path=args.project_path).scene_spec  # the benchmark's default scenes
-    scenes, _ = ensure_eval_scenes(ds, spec, split, args.project_path, progress=False)
-    # the benchmark's train-user fit scenes, rebuilt the way it builds them (same seed, same ids)
-    fit = interleave_halves(fit_scenes_from_log(ds, 1000, k=5, seed=0, users=list(split.train_users),
-                                                exclude_users=list(split.eval_users), embedder="minilm",
-                                                project_path=args.project_path))
-    for i, scene in enumerate(fit):
-        scene["scene_id"] = f"fit-{i}"
+    config = FidelityConfig(project_path=args.project_path)  # the benchmark's default scenes and split
+    ds = load_benchmark_raws(config.project_path, config.dataset)
+    split = ensure_split(ds, config.project_path, config.seed, config.eval_user_fraction)
+    scenes, _ = ensure_eval_scenes(ds, config.scene_spec, split, config.project_path, progress=False)
+    fit, _ = train_fit_scenes(ds, split, config)  # the same scenes and ids the benchmark's cache holds
     cache = FidelityPaths(args.project_path).cache / scenes_fingerprint(scenes)
 
     def one(folder: str, fit_file: bool) -> Path:
@@ -85,13 +79,13 @@ def main(argv: list[str] | None = None) -> int:
 
     fit_lik, fit_y = _table(one("train-users", True), fit[: args.fit_scenes])
     evals = {v: _table(one(v, False), scenes[v]) for v in VARIANTS}
+    eval_maps = {v: _maps(lik) for v, (lik, _) in evals.items()}
     rows = []
     for name, (terms, gate) in _maps(fit_lik).items():
         weights = fit_pool_weights(pool_terms(terms, gate), fit_y, l2=1e-6)
         row = {"map": name, "weights": np.round(weights, 5).tolist()}
-        for v, (lik, y) in evals.items():
-            eval_terms, _ = _maps(lik)[name]
-            p = pool_probs(pool_terms(eval_terms, gate), weights)
+        for v, (_, y) in evals.items():
+            p = pool_probs(pool_terms(eval_maps[v][name][0], gate), weights)
             hit = p[np.arange(len(y)), y]
             row[v] = {"scenes": len(y), "expected_accuracy": float(hit.mean()),
                       "top1": float((p.argmax(axis=1) == y).mean()), "log_loss": float(-np.log(hit).mean())}

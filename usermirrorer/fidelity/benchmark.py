@@ -454,6 +454,27 @@ def _likelihood_rows(row: ModelSpec, variant_runs: dict[str, ModelRun], fit_scen
     return out, fitted
 
 
+def train_fit_scenes(ds: Any, split: Any, config: FidelityConfig) -> tuple[list[dict[str, Any]],
+                                                                            dict[str, list[dict[str, Any]]]]:
+    """The train-user scenes (never an eval user) fitted rows learn from, ids ``fit-0``, ``fit-1`` ...
+
+    Returns:
+        ``(scenes, by_construction)``: the scenes with the two constructions interleaved, so a
+        prefix (a likelihood row's ``likelihood_fit_scenes``) holds both; and the same scenes
+        under ``"standard"``, ``"popularity-matched"`` and ``"both"``.
+    """
+    scenes = fit_scenes_from_log(ds, config.fit_scenes, k=config.k, seed=config.seed,
+                                 users=list(split.train_users), exclude_users=list(split.eval_users),
+                                 embedder=config.embedder, project_path=config.project_path)
+    half = len(scenes) // 2
+    by_construction = {"standard": scenes[:half], "popularity-matched": scenes[half:]}
+    scenes = interleave_halves(scenes)
+    for i, scene in enumerate(scenes):
+        scene["scene_id"] = f"fit-{i}"
+    by_construction["both"] = scenes
+    return scenes, by_construction
+
+
 ROLE_HYBRID = "hybrid"
 _POOL_FITS = ("both", "standard", "popularity-matched")
 # log-only rows the widest pool takes in (not "most popular": its zeros have no log)
@@ -620,16 +641,7 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
     fit_by_construction: dict[str, list[dict[str, Any]]] = {}
     if any(r.kind in ("mnl", "content") or r.mode == "likelihood" for r in rows):
         t = time.perf_counter()
-        fit_scenes = fit_scenes_from_log(ds, config.fit_scenes, k=config.k, seed=config.seed,
-                                         users=list(split.train_users), exclude_users=list(split.eval_users),
-                                         embedder=config.embedder, project_path=config.project_path)
-        # interleave the two constructions so a prefix of the list holds both
-        half = len(fit_scenes) // 2
-        fit_by_construction = {"standard": fit_scenes[:half], "popularity-matched": fit_scenes[half:]}
-        fit_scenes = interleave_halves(fit_scenes)
-        for i, scene in enumerate(fit_scenes):
-            scene["scene_id"] = f"fit-{i}"
-        fit_by_construction["both"] = fit_scenes
+        fit_scenes, fit_by_construction = train_fit_scenes(ds, split, config)
         stage_seconds["train-user fit scenes"] = time.perf_counter() - t
 
     runs: dict[tuple[str, str], ModelRun] = {}
