@@ -26,6 +26,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("filter", "usermirrorer.filter_command"),
     ("finetune", "usermirrorer.finetune_command"),
     ("train", "usermirrorer.train_command"),
+    ("fit-pool", "usermirrorer.fit_pool_command"),
     ("reproduce", "usermirrorer.reproduce_command"),
     ("bench", "usermirrorer.bench_command"),
     ("serve", "usermirrorer.serve_command"),

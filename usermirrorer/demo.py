@@ -25,9 +25,11 @@ from usermirrorer.envs.agents import make_recommender
 from usermirrorer.envs.arena import run_arena, summarize
 from usermirrorer.envs.resources import BASELINE_CHOICE_MODELS, load_choice_model, load_dataset
 from usermirrorer.errors import ConfigError
-from usermirrorer.fidelity.workspace import load_likelihood_ft_manifests
+from usermirrorer.fidelity.pool_fit import default_pool_path
+from usermirrorer.fidelity.workspace import last_trained_checkpoint
 from usermirrorer.preprocessing import cache_project, ensure_raws
 from usermirrorer.sim.outside_option import QuantileOutsideOption
+from usermirrorer.sim.saved_pool import SavedPool, is_pool_file
 
 __all__ = ["DemoConfig", "DEFAULT_AGENTS", "default_project", "run_demo"]
 
@@ -54,8 +56,9 @@ class DemoConfig:
         threads: torch CPU threads.
         no_live: print each step instead of a live view.
         trained_from: project where ``usermirrorer train`` wrote its checkpoints: with the
-            default model in likelihood mode, the demo uses the last checkpoint found there (and
-            says which); None: never.
+            default model in likelihood mode, the demo uses the pool ``usermirrorer fit-pool``
+            saved there (``<W>/pools/<dataset>/pool.json``), else the last checkpoint found
+            there (and says which); None: never.
     """
 
     project: Path | None = None
@@ -157,10 +160,6 @@ def _cells(row: dict[str, float], metrics: tuple[str, ...]) -> list[str]:
     return out
 
 
-# a training of this loss is preferred when both exist: it trains the score the demo reads (PMI)
-_TRAINED_PREFERENCE = ("listwise", "next-item")
-
-
 def _with_trained_model(config: DemoConfig, console: Console) -> tuple[DemoConfig, float | None]:
     """The default model in likelihood mode becomes the trained checkpoint, when there is one.
 
@@ -169,18 +168,24 @@ def _with_trained_model(config: DemoConfig, console: Console) -> tuple[DemoConfi
     """
     if config.model != "smollm2-135m" or config.mode != "likelihood" or config.trained_from is None:
         return config, None
-    found = {m["loss"]: m for m in load_likelihood_ft_manifests(config.trained_from)
-             if m.get("base_model") == "smollm2-135m"}
-    for loss in _TRAINED_PREFERENCE:
-        if loss in found:
-            last = max(found[loss]["checkpoints"], key=lambda c: c["examples"])
-            learned = [h["temperature"] for h in found[loss].get("history", []) if h.get("temperature")]
-            temperature = float(learned[-1]) if learned else None
-            console.print(f"simulator: the trained checkpoint {last['model_dir']} (usermirrorer train, {loss} loss, "
-                          f"{last['examples']} train-user scenes"
-                          + (f", softmax temperature {temperature:.3g} as trained" if temperature else "")
-                          + "); --model smollm2-135m --trained-from none for the untrained one")
-            return replace(config, model=last["model_dir"]), temperature
+    pool = default_pool_path(config.trained_from, config.dataset)
+    if pool.exists():
+        saved = SavedPool.read(pool)
+        members = " × ".join(m.name for m in saved.members)
+        console.print(f"simulator: the pool {pool} (usermirrorer fit-pool: {members}, gated by the slate's "
+                      f"{saved.gate} spread, fitted on {saved.fit.get('scenes', '?')} train-user scenes); "
+                      "--trained-from none for the untrained LLM")
+        return replace(config, model=str(pool)), None
+    trained = last_trained_checkpoint(config.trained_from, base_model="smollm2-135m")
+    if trained is not None:
+        manifest, last = trained
+        learned = [h["temperature"] for h in manifest.get("history", []) if h.get("temperature")]
+        temperature = float(learned[-1]) if learned else None
+        console.print(f"simulator: the trained checkpoint {last['model_dir']} (usermirrorer train, "
+                      f"{manifest['loss']} loss, {last['examples']} train-user scenes"
+                      + (f", softmax temperature {temperature:.3g} as trained" if temperature else "")
+                      + "); --model smollm2-135m --trained-from none for the untrained one")
+        return replace(config, model=last["model_dir"]), temperature
     console.print("simulator: SmolLM2-135M untrained, likelihood mode; `usermirrorer train --profile cpu` trains one "
                   "on ML-100K's train users (50 min on 2 cores with bf16 units, 65 min without; resumable) and the demo then uses it")
     return config, None
@@ -240,7 +245,7 @@ def run_demo(config: DemoConfig) -> int:
             sim_options={"score_temperature": temperature} if temperature else None,
             project_path=project,
         )
-    if is_llm and config.mode == "likelihood" and not config.no_skip:
+    if is_llm and config.mode == "likelihood" and not config.no_skip and not is_pool_file(config.model):
         # scored as a text, "none of these" is almost never likely: it would never be picked
         # and every agent would look alike; it scores like the catalog's 90th-percentile item
         model = QuantileOutsideOption(model, ds)

@@ -59,7 +59,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=Path("workspace"),
         metavar="W",
         help="project of `usermirrorer train` (default ./workspace): with the default model in likelihood mode "
-        "the demo uses its last checkpoint; 'none': never",
+        "the demo uses the pool `usermirrorer fit-pool` saved there (W/pools/<dataset>/pool.json), else the "
+        "training's last checkpoint; 'none': never",
     )
     parser.add_argument(
         "--agents",

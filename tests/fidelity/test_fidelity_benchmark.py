@@ -257,15 +257,18 @@ def test_a_likelihood_training_adds_its_rows_and_a_learning_curve(first_run, pro
         assert final["role"] == "fine-tuned" and final["score"]["n"] == N_SCENES
         # the trained row pooled with collaborative, then with every member the run has (here the
         # untrained LLM and popularity too), fitted on each set of train-user scenes, then that
-        # wide pool gated by the popularity spread, fitted once on all, and its log-only members alone
+        # wide pool gated by the popularity spread, fitted once on all, the same without the
+        # untrained LLM (what `usermirrorer fit-pool` saves), and its log-only members alone
         pooled = [label for label in rows if label.startswith("pool: ")]
         wide = "untrained LLM × collaborative × popularity"
         assert pooled == [f"pool: {name} trained (next-item, 8 ex), likelihood × {members}" + suffix
                           for members in ("collaborative", wide)
                           for suffix in ("", ", fitted on standard", ", fitted on popularity-matched")] + [
-            f"pool: {name} trained (next-item, 8 ex), likelihood × {wide}, gated by popularity spread",
+            f"pool: {name} trained (next-item, 8 ex), likelihood × {members}, gated by popularity spread"
+            for members in (wide, "collaborative × popularity")] + [
             "pool: collaborative × popularity, gated by popularity spread"]  # the same without an LLM
         assert "popularity × spread" in rows[pooled[6]]["note"] and "fitted by log-loss on 20" in rows[pooled[6]]["note"]
+        assert "fit-pool" in rows[pooled[7]]["note"] and "fit-pool" not in rows[pooled[6]]["note"]
         assert "weights trained LLM" in rows[pooled[3]]["note"] and "untrained LLM" in rows[pooled[3]]["note"]
         assert rows[pooled[0]]["score"]["n"] == N_SCENES and "fitted by log-loss on 20 train-user" in rows[pooled[0]]["note"]
         assert "fitted by log-loss on 10 train-user" in rows[pooled[2]]["note"]

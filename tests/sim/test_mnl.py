@@ -8,7 +8,7 @@ from scene_fixtures import make_dataset
 
 from usermirrorer.data_pipeline.popularity import CausalCounts
 from usermirrorer.data_pipeline.raw import format_time
-from usermirrorer.errors import ConfigError
+from usermirrorer.errors import ConfigError, DataError
 from usermirrorer.sim import make_choice_model
 from usermirrorer.sim.mnl import FEATURES, MultinomialLogitChoiceModel, fit_scenes_from_log
 
@@ -62,3 +62,17 @@ def test_mnl_refuses_to_answer_before_it_is_fitted_and_unknown_features():
         MultinomialLogitChoiceModel(ds, embedder=None).choice_probs(fit_scenes_from_log(ds, 2, embedder=None)[0])
     with pytest.raises(ConfigError, match="not known"):
         MultinomialLogitChoiceModel(ds, embedder=None, features=("popularity", "mood"))
+
+
+def test_mnl_fitted_state_restores_the_same_probabilities_and_refuses_a_mismatch():
+    ds = make_dataset(n_users=60, n_items=120, n_interactions=2500, seed=5)
+    scenes = fit_scenes_from_log(ds, 80, seed=2, embedder="hashing")
+    fitted = MultinomialLogitChoiceModel(ds, embedder="hashing").fit(scenes[:60])
+    restored = MultinomialLogitChoiceModel(ds, embedder="hashing").set_fitted_state(fitted.fitted_state())
+    for a, b in zip(fitted.choice_probs(scenes[60:]), restored.choice_probs(scenes[60:])):
+        np.testing.assert_array_equal(a.probs, b.probs)
+    assert restored.fit_report == fitted.fit_report
+    with pytest.raises(DataError, match="features"):
+        MultinomialLogitChoiceModel(ds, embedder=None).set_fitted_state(fitted.fitted_state())
+    with pytest.raises(DataError, match="'scale'"):
+        MultinomialLogitChoiceModel(ds, embedder="hashing").set_fitted_state({**fitted.fitted_state(), "scale": [1.0]})

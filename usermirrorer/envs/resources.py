@@ -23,6 +23,7 @@ from usermirrorer.sim.choice_models import (  # ChoiceModel, BASELINE_CHOICE_MOD
     as_sim_options,
     make_choice_model,
 )
+from usermirrorer.sim.saved_pool import is_pool_file
 
 __all__ = [
     "ChoiceModel",
@@ -91,7 +92,9 @@ def load_choice_model(
     (:func:`usermirrorer.sim.choice_models.make_choice_model`, cached).
 
     Args:
-        model: an object with ``choice_probs`` (used as is); a baseline name
+        model: an object with ``choice_probs`` (used as is); a pool file written by
+            ``usermirrorer fit-pool`` (its members keep the modes they were fitted in: ``mode``
+            and ``sim_options`` do not apply); a baseline name
             (``"random"``, ``"popularity"``, ``"collaborative"``: :mod:`usermirrorer.sim.baselines`);
             otherwise an LLM name for :class:`usermirrorer.sim.UserSimulator`
             (``"smollm2-135m"``, ``"tiny-random"``, a local folder, a hub id).
@@ -106,6 +109,14 @@ def load_choice_model(
     """
     if not isinstance(model, str):
         return make_choice_model(model)
+    if is_pool_file(model):  # usermirrorer fit-pool's file: members rebuilt on this dataset
+        key = ("pool", str(Path(model).resolve()), id(ds), backend, _freeze(dict(backend_kwargs or {})))
+        if key not in _models:
+            built = make_choice_model(model, ds, backend=backend, backend_kwargs=backend_kwargs,
+                                      project_path=project_path)
+            return _remember(_models, key, built, _MAX_MODELS)
+        _models.move_to_end(key)
+        return _models[key]
     if model in BASELINE_CHOICE_MODELS:
         key = (model, id(ds))
         if key not in _baselines:

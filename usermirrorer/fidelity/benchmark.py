@@ -770,15 +770,27 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
             # the wide pool once more, gated by the popularity member's spread (one fit for both
             # constructions), and the same gated pool of the log-only rows alone: what pooling
             # gives without any LLM (scored on the trained row's scenes, once)
+            # gates: the wide pool without the untrained LLM too, the simulator `usermirrorer
+            # fit-pool` saves (one LLM per step)
             gates = []
             wide = pools[-1] if len(pools) > 1 else []
+            servable: list[_PoolMember] = []
             if "popularity" in [m.name for m in wide]:
                 log_only = [m for m in wide if not m.likelihood]
+                servable = [lead, *log_only]
                 gates += [(members, [m.name for m in members].index("popularity"))
-                          for members in (wide, log_only) if len(members) > 1]
+                          for members in (wide, servable, log_only) if len(members) > 1]
+            seen: set[tuple[Any, ...]] = set()
             for members, gate in [(members, None) for members in pools] + gates:
+                key = (*[m.label for m in members], gate)
+                if key in seen:
+                    continue  # no untrained LLM row: the servable pool is the wide one
+                seen.add(key)
                 for row, variant_runs in _pool_rows(llm_row, members, ids, fitted.item_pos, runs,
                                                     fit_by_construction, gate=gate):
+                    if gate is not None and key[:-1] == tuple(m.label for m in servable):
+                        row = replace(row, note=row.note + "; the simulator `usermirrorer fit-pool` fits the same "
+                                      "way and saves (usermirrorer/fidelity/pool_fit.py)")
                     if (row.label, VARIANTS[0]) not in runs:  # a log-only pool, once per run
                         record(row, variant_runs, run_key)
         stage_seconds["pooled rows (fit + derive)"] = time.perf_counter() - t

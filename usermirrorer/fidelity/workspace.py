@@ -51,6 +51,8 @@ __all__ = [
     "load_direct_ft_manifest",
     "train_likelihood_row",
     "load_likelihood_ft_manifests",
+    "last_trained_checkpoint",
+    "TRAINED_PREFERENCE",
 ]
 
 
@@ -232,6 +234,23 @@ def train_likelihood_row(config: LikelihoodTrainConfig, *, fresh: bool = False, 
                                    fresh=fresh)
     recipe.setup()
     return recipe.train(progress=progress)
+
+
+# a training of this loss is preferred when both exist: it trained the PMI score likelihood mode reads
+TRAINED_PREFERENCE = ("listwise", "next-item")
+
+
+def last_trained_checkpoint(project_path: str | os.PathLike, base_model: str | None = None
+                            ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``(manifest, checkpoint)`` of the likelihood-mode training the simulator should use: the
+    last checkpoint of the listwise training, else of the next-item one (of ``base_model``
+    only, when given); None when the project has neither."""
+    found = {m["loss"]: m for m in load_likelihood_ft_manifests(project_path)
+             if base_model is None or m.get("base_model") == base_model}
+    for loss in TRAINED_PREFERENCE:
+        if loss in found:
+            return found[loss], max(found[loss]["checkpoints"], key=lambda c: c["examples"])
+    return None
 
 
 def load_likelihood_ft_manifests(project_path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ models (:func:`make_choice_model`, the one factory) and their evaluation (:func:
 Importing this package does not import torch or transformers; backends load them when built.
 """
 
-from usermirrorer.sim.choice_models import BASELINE_CHOICE_MODELS, ChoiceModel, make_choice_model
+from usermirrorer.sim.choice_models import BASELINE_CHOICE_MODELS, ChoiceModel, load_pool, make_choice_model
 from usermirrorer.sim.evaluation import Evaluation, ScoredScene, evaluate, evaluate_file
 from usermirrorer.sim.examples import example_scenes
 from usermirrorer.sim.models import resolve_model
@@ -25,6 +25,7 @@ from usermirrorer.sim.prompts import (
     load_prompts,
     scene_id,
 )
+from usermirrorer.sim.saved_pool import SavedPool
 from usermirrorer.sim.simulator import ChoiceResult, SimOptions, UserSimulator
 
 __all__ = [
@@ -45,6 +46,8 @@ __all__ = [
     "BASELINE_CHOICE_MODELS",
     "make_choice_model",
     "LogLinearPool",
+    "SavedPool",
+    "load_pool",
     "evaluate",
     "evaluate_file",
     "Evaluation",

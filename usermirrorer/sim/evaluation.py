@@ -49,6 +49,7 @@ from usermirrorer.errors import ConfigError, DataError, data_problem
 from usermirrorer.sim import metrics
 from usermirrorer.sim.choice_models import BASELINE_CHOICE_MODELS, ChoiceModel, make_choice_model
 from usermirrorer.sim.prompts import load_prompts
+from usermirrorer.sim.saved_pool import is_pool_file
 from usermirrorer.sim.simulator import SimOptions
 
 __all__ = [
@@ -279,22 +280,32 @@ class _ModelPerDataset:
         self.name = model
         self.project_path = project_path
         self.baseline = isinstance(model, str) and model in BASELINE_CHOICE_MODELS
+        # a pool file (usermirrorer fit-pool) has log-only members: one pool per dataset, like a baseline
+        self.pool = is_pool_file(model)
+        self._llm = llm
         self._models: dict[str, ChoiceModel] = {}
-        if not self.baseline:
+        if not self.baseline and not self.pool:
             self.model = make_choice_model(model, **llm)
 
     def __call__(self, dataset: str) -> ChoiceModel:
-        if not self.baseline:
+        if not self.baseline and not self.pool:
             return self.model
         if dataset not in self._models:
             if not self.project_path:
                 raise ConfigError(f"--model {self.name!r} reads the interaction log: pass --project-path")
-            self._models[dataset] = make_choice_model(self.name, load_raws(self.project_path, dataset))
+            ds = load_raws(self.project_path, dataset)
+            self._models[dataset] = make_choice_model(self.name, ds) if self.baseline else make_choice_model(
+                self.name, ds, backend=self._llm.get("backend", "transformers"),
+                backend_kwargs=self._llm.get("backend_kwargs"), project_path=self.project_path)
         return self._models[dataset]
 
     @property
     def description(self) -> str:
-        return self.name if self.baseline else repr(getattr(self.model, "backend", self.model))
+        if self.baseline:
+            return self.name
+        if self.pool:
+            return f"the pool {self.name} (its members answer in the modes it was fitted in)"
+        return repr(getattr(self.model, "backend", self.model))
 
 
 class _SeedPerScene:
@@ -509,7 +520,7 @@ def evaluate_file(
                           "use backend='vllm' or drop them")
     baseline = isinstance(model, str) and model in BASELINE_CHOICE_MODELS
     check_shippable(None if isinstance(model, str) else model, engine, "choice model", "pass its name as model=")
-    if prompts and baseline:
+    if prompts and (baseline or is_pool_file(model)):
         raise ConfigError(f"--prompts sets LLM prompt texts, but --model {model!r} is not an LLM; drop --prompts")
     in_path, out_path = Path(input), Path(output)
     if out_path.resolve() == in_path.resolve() or out_path.exists() and in_path.exists() and out_path.samefile(in_path):

@@ -191,6 +191,33 @@ class MultinomialLogitChoiceModel(_BaselineChoiceModel):
                            "weights": dict(zip(self.features, np.round(result.x, 4).tolist()))}
         return self
 
+    def fitted_state(self) -> dict[str, Any]:
+        """What :meth:`fit` learned, JSON-ready (:meth:`set_fitted_state` restores it)."""
+        if self.weights is None:
+            raise ConfigError("the MNL choice model is not fitted yet: call fit(train_scenes) first")
+        return {"features": list(self.features), "weights": self.weights.tolist(), "mean": self.mean.tolist(),
+                "scale": self.scale.tolist(), "fit_report": self.fit_report}
+
+    def set_fitted_state(self, state: dict[str, Any]) -> MultinomialLogitChoiceModel:
+        """Take the weights and standardisation of :meth:`fitted_state` instead of fitting; returns self.
+
+        Raises:
+            DataError: the state is for other features or has arrays of the wrong length.
+        """
+        if list(state.get("features", [])) != list(self.features):
+            raise DataError(f"MNL state is for features {state.get('features')}, this model has {list(self.features)} "
+                            "(was it fitted with another embedder?)")
+        arrays = {}
+        for name in ("weights", "mean", "scale"):
+            value = np.asarray(state.get(name, []), dtype=np.float64)
+            if value.shape != (len(self.features),) or not np.all(np.isfinite(value)):
+                raise DataError(f"MNL state field {name!r}: expected {len(self.features)} finite numbers, "
+                                f"got {state.get(name)!r:.80}")
+            arrays[name] = value
+        self.weights, self.mean, self.scale = arrays["weights"], arrays["mean"], arrays["scale"]
+        self.fit_report = dict(state.get("fit_report") or {})
+        return self
+
     def __repr__(self) -> str:
         weights = self.fit_report.get("weights", "not fitted")
         return f"MultinomialLogitChoiceModel(dataset={self.ds.name!r}, weights={weights})"

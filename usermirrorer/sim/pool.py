@@ -26,7 +26,7 @@ two apart from the slate alone, so one gated pool serves exposures of unknown co
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -167,6 +167,7 @@ class LogLinearPool:
             raise ConfigError(f"{len(self.weights)} weights for {len(self.members)} pool members"
                               + (" (a gated pool takes 2 per member: base weights, then slopes)" if gate is not None else ""))
         self.fit_report: dict[str, Any] = {}
+        self.source: str | None = None  # the pool file it was loaded from, if any
 
     @property
     def _n_weights(self) -> int:
@@ -177,17 +178,30 @@ class LogLinearPool:
             return self.names
         return self.names + [f"{n} × spread({self.names[self.gate]})" for n in self.names]
 
-    def _terms(self, scenes: list[dict]) -> list[list[np.ndarray]]:
-        """Per member, the scenes' log-terms (a list: scenes may differ in K)."""
-        out = [[member_log_terms(r) for r in member.choice_probs(scenes)] for member in self.members]
+    def _terms(self, scenes: list[dict], chunk_size: int | None = None,
+               on_chunk: Callable[[int], None] | None = None) -> list[list[np.ndarray]]:
+        """Per member, the scenes' log-terms (a list: scenes may differ in K); ``chunk_size``
+        scenes at a time, ``on_chunk(n)`` after each chunk (a progress bar)."""
+        out: list[list[np.ndarray]] = [[] for _ in self.members]
+        size = chunk_size or max(len(scenes), 1)
+        for start in range(0, len(scenes), size):
+            chunk = scenes[start : start + size]
+            for terms, member in zip(out, self.members):
+                terms.extend(member_log_terms(r) for r in member.choice_probs(chunk))
+            if on_chunk is not None:
+                on_chunk(len(chunk))
         widths = [[len(t) for t in member] for member in out]
         if any(w != widths[0] for w in widths):
             raise DataError(f"pool members {self.names} answer with different numbers of options "
                             "(each must score the same options, outside option included)")
         return out
 
-    def fit(self, scenes: Sequence[dict], l2: float = 1e-4) -> LogLinearPool:
+    def fit(self, scenes: Sequence[dict], l2: float = 1e-4, chunk_size: int | None = None,
+            on_chunk: Callable[[int], None] | None = None) -> LogLinearPool:
         """Fit the weights on scenes whose real choice (``item_pos``) is known; returns self.
+
+        ``chunk_size`` / ``on_chunk``: the members answer that many scenes at a time and
+        ``on_chunk(n_scenes)`` is called after each chunk (progress of an LLM member).
 
         Raises:
             DataError: no scenes; a scene without ``item_pos``; members disagreeing on the options.
@@ -199,7 +213,7 @@ class LogLinearPool:
             item_pos = [int(s["item_pos"]) for s in batch]
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"pool fit: every scene needs an integer item_pos (the real choice); {exc}") from exc
-        raw = self._terms(batch)
+        raw = self._terms(batch, chunk_size, on_chunk)
         if len({len(t) for t in raw[0]}) > 1:
             raise DataError("pool fit: the fit scenes must all show the same number of options")
         terms = pool_terms([np.stack(t) for t in raw], self.gate)
@@ -226,4 +240,5 @@ class LogLinearPool:
         weights = ("not fitted" if self.weights is None
                    else dict(zip(self._weight_names(), np.round(self.weights, 4).tolist())))
         gate = "" if self.gate is None else f", gate={self.names[self.gate]!r}"
-        return f"LogLinearPool(members={self.names}{gate}, weights={weights})"
+        source = "" if self.source is None else f", source={self.source!r}"
+        return f"LogLinearPool(members={self.names}{gate}, weights={weights}{source})"
