@@ -212,6 +212,13 @@ class RawDataset:
         """Interaction rows of ``user`` (sorted by time)."""
         return slice(int(self.user_ptr[user]), int(self.user_ptr[user + 1]))
 
+    def rows_of_users(self, user_ids) -> np.ndarray:
+        """Interaction rows (ascending) of the users with these external ids (e.g. a split's
+        train users: what the collaborative embeddings are fitted on)."""
+        index = self.user_index
+        wanted = np.array([index[str(u)] for u in user_ids], dtype=np.int64)
+        return np.flatnonzero(np.isin(self.inter_user, wanted))
+
     def rows_before(self, user: int, time: int) -> slice:
         """Interaction rows of ``user`` strictly before ``time``."""
         start = int(self.user_ptr[user])

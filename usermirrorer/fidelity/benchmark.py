@@ -633,8 +633,7 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
         import shutil
 
         shutil.rmtree(cache_dir)
-    train_idx = np.array([ds.user_index[u] for u in split.train_users], dtype=np.int64)
-    fit_rows = np.flatnonzero(np.isin(ds.inter_user, train_idx))
+    fit_rows = ds.rows_of_users(split.train_users)
     # Train-user scenes (never an eval user) that fitted rows learn from: the MNL's weights, the
     # content row's weight, a likelihood row's temperature.
     fit_scenes: list[dict[str, Any]] = []

@@ -409,8 +409,7 @@ def run_policy_ranking(config: PolicyRankingConfig, console: Any = None) -> dict
         raise DataError(f"no eval user of {config.dataset} has {config.min_history} interactions before and "
                         f"{config.next_n} after some time; lower --min-history or --next-n")
     n_llm = min(config.llm_episodes, len(episodes))
-    train_idx = np.array([ds.user_index[u] for u in split.train_users], dtype=np.int64)
-    fit_rows = np.flatnonzero(np.isin(ds.inter_user, train_idx))
+    fit_rows = ds.rows_of_users(split.train_users)
 
     t = time.perf_counter()
     embedding = collaborative_embedding(ds, config.project_path, rows=fit_rows)

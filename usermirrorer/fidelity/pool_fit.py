@@ -23,9 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
+from usermirrorer.data_pipeline.training.stage import progress_bar
 from usermirrorer.errors import ConfigError
 from usermirrorer.fidelity.benchmark import FidelityConfig, train_fit_scenes
 from usermirrorer.fidelity.workspace import (
@@ -118,8 +116,7 @@ def fit_saved_pool(config: PoolFitConfig) -> SavedPool:
                            eval_user_fraction=config.eval_user_fraction, embedder=config.embedder,
                            fit_scenes=config.fit_scenes)
     fit_scenes, by_construction = train_fit_scenes(ds, split, bench)
-    train_idx = np.array([ds.user_index[u] for u in split.train_users], dtype=np.int64)
-    train_rows = np.flatnonzero(np.isin(ds.inter_user, train_idx))
+    train_rows = ds.rows_of_users(split.train_users)
     out = Path(config.out) if config.out else default_pool_path(config.project_path, config.dataset)
 
     llm = PoolMember("trained LLM", "llm", model=os.path.relpath(model_dir, out.parent.resolve()),
@@ -139,8 +136,7 @@ def fit_saved_pool(config: PoolFitConfig) -> SavedPool:
     models.append(pool_member_model(popularity, ds, train_rows))
     pool = LogLinearPool(models, names=[s.name for s in specs], gate="popularity")
     scenes = fit_scenes[: config.pool_fit_scenes]
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not config.progress) as progress:
+    with progress_bar(config.progress) as progress:
         task = progress.add_task("pool fit scenes (the LLM answers)", total=len(scenes))
         pool.fit(scenes, chunk_size=config.batch_size, on_chunk=lambda n: progress.advance(task, n))
     saved = SavedPool(

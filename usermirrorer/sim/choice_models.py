@@ -189,8 +189,7 @@ def load_pool(path: str | os.PathLike, ds: RawDataset, *, backend: str = "transf
         if missing:
             raise DataError(f"{path}: field 'train_users': {len(missing)} of {len(saved.train_users)} users are not "
                             f"in {ds.name} (first: {missing[0]!r}); was the dataset converted differently?")
-        train_idx = np.array([ds.user_index[u] for u in saved.train_users], dtype=np.int64)
-        train_rows = np.flatnonzero(np.isin(ds.inter_user, train_idx))
+        train_rows = ds.rows_of_users(saved.train_users)
     members = [pool_member_model(m, ds, train_rows, saved.seed, model_dir=saved.member_model(m), backend=backend,
                                  backend_kwargs=backend_kwargs, project_path=project_path)
                for m in saved.members]
