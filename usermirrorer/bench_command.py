@@ -51,8 +51,9 @@ def _add_fidelity(sub: argparse._SubParsersAction) -> None:
             no model here was trained on, K=5 options, the real item at a uniform position, in
             two variants over the same target interactions: the standard construction
             (DESIGN.md §3) and popularity-matched negatives. Evaluates side by side: random,
-            popularity (causal counts), most popular, collaborative, content similarity and a
-            learned multinomial logit (both fitted on --fit-scenes train-user scenes), the base
+            popularity (causal counts), most popular, collaborative, content similarity, item
+            co-occurrence with the recent history and a learned multinomial logit (the last
+            three fitted on --fit-scenes train-user scenes), the base
             LLM in likelihood mode (option texts scored by PMI, temperature fitted on
             --likelihood-fit-scenes train-user scenes), direct mode (all scenes, or
             --llm-limit) and decision mode (--decision-limit scenes), the direct-mode
@@ -85,7 +86,7 @@ def _add_fidelity(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--likelihood-limit", type=int, default=None,
                    help="evaluate likelihood-mode LLM rows on at most N scenes per variant (default: all)")
     p.add_argument("--fit-scenes", type=int, default=1000,
-                   help="train-user scenes the content and MNL rows are fitted on (default 1000)")
+                   help="train-user scenes the content, co-occurrence and MNL rows are fitted on (default 1000)")
     p.add_argument("--likelihood-fit-scenes", type=int, default=200,
                    help="of those, how many fit a likelihood row's temperature (default 200)")
     p.add_argument("--debias", default="",
@@ -119,8 +120,8 @@ def _add_fidelity(sub: argparse._SubParsersAction) -> None:
                    help="eval scenes per variant of each learning-curve point (default 200)")
     p.add_argument("--trained-limit", type=int, default=None,
                    help="eval scenes per variant of a training's last checkpoint (default: as --likelihood-limit)")
-    p.add_argument("--baselines", default="random,popularity,most-popular,collaborative,content,mnl,mnl-standard,"
-                   "mnl-matched", help="comma-separated log-only rows (default: all eight; mnl-standard / "
+    p.add_argument("--baselines", default="random,popularity,most-popular,collaborative,content,cooccurrence,mnl,"
+                   "mnl-standard,mnl-matched", help="comma-separated log-only rows (default: all nine; mnl-standard / "
                    "mnl-matched are the MNL fitted on one construction's train-user scenes only)")
     p.add_argument("--row-minutes", type=float, default=None,
                    help="stop computing an LLM row after this many minutes; its answers so far are cached "

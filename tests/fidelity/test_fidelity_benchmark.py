@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from usermirrorer.errors import ConfigError, DataError
-from usermirrorer.fidelity.benchmark import FidelityConfig, parse_extra_model, plan_rows, run_fidelity
+from usermirrorer.fidelity.benchmark import LABEL_COOCCURRENCE, LABEL_MNL, FidelityConfig, parse_extra_model, plan_rows, run_fidelity
 from usermirrorer.fidelity.workspace import FidelityPaths, ensure_split, load_benchmark_raws
 
 N_SCENES = 16
@@ -168,8 +168,8 @@ def test_plan_rows_and_extra_model_parsing():
     plain = debiased["SmolLM2-135M-Instruct base, direct"]
     assert plain.debias == "none" and row.key != plain.key
     # a fitted row's cache depends on how many train-user scenes it was fitted on
-    mnl = {r.label: r for r in plan_rows(FidelityConfig(fit_scenes=400), None)}["learned MNL (5 features)"]
-    other = {r.label: r for r in plan_rows(FidelityConfig(fit_scenes=800), None)}["learned MNL (5 features)"]
+    mnl = {r.label: r for r in plan_rows(FidelityConfig(fit_scenes=400), None)}[LABEL_MNL]
+    other = {r.label: r for r in plan_rows(FidelityConfig(fit_scenes=800), None)}[LABEL_MNL]
     assert mnl.fit_scenes == 400 and mnl.key != other.key
     with pytest.raises(ConfigError, match="debias methods"):
         FidelityConfig(debias=("sideways",)).validate()
@@ -201,13 +201,16 @@ def test_likelihood_row_is_reported_under_each_scoring_rule_with_a_fitted_temper
         assert row["score"]["n"] == N_SCENES
     # a likelihood row has no letters: no position bias beyond the real items' own spread
     assert by_label[likelihood[0]]["score"]["position_bias_tv"] < 0.25
-    assert by_label["learned MNL (5 features)"]["kind"] == "mnl"
-    assert "weights on standardised features" in by_label["learned MNL (5 features)"]["note"]
-    assert by_label["learned MNL (5 features), fitted on popularity-matched"]["kind"] == "mnl"
+    assert by_label[LABEL_MNL]["kind"] == "mnl"
+    assert "weights on standardised features" in by_label[LABEL_MNL]["note"]
+    assert by_label[LABEL_MNL + ", fitted on popularity-matched"]["kind"] == "mnl"
+    assert by_label[LABEL_COOCCURRENCE]["kind"] == "cooccurrence"
+    assert "weights on standardised features: cooccurrence" in by_label[LABEL_COOCCURRENCE]["note"]
     roles = {by_label[lb]["role"] for lb in likelihood}
     assert roles == {"base LLM", "scoring variant"}
-    # the LLM's rows are compared with the learned MNL, the honest bar
-    assert any(c["b"] == "learned MNL (5 features)" and c["a"] == likelihood[0] for c in first_run["comparisons"])
+    # the LLM's rows are compared with the learned MNL and the co-occurrence scorer, the honest bars
+    for bar in (LABEL_MNL, LABEL_COOCCURRENCE):
+        assert any(c["b"] == bar and c["a"] == likelihood[0] for c in first_run["comparisons"])
 
 
 def test_two_model_rows_are_compared_with_each_other_rule_by_rule(first_run, project, tiny_model_dir):

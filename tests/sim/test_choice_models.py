@@ -73,7 +73,7 @@ def test_a_ready_model_is_returned_as_is_and_bad_input_is_refused(small_ds, fake
 
 def test_the_env_and_the_fidelity_rows_build_through_the_factory(small_ds):
     assert envs.ChoiceModel is ChoiceModel and envs.BASELINE_CHOICE_MODELS == BASELINE_CHOICE_MODELS
-    assert BASELINE_CHOICE_MODELS == ("random", "popularity", "collaborative", "mnl")
+    assert BASELINE_CHOICE_MODELS == ("random", "popularity", "collaborative", "cooccurrence", "mnl")
     clear_caches()
     first = load_choice_model("popularity", small_ds)
     assert type(first) is PopularityChoiceModel and load_choice_model("popularity", small_ds) is first  # cached

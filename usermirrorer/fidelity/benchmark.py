@@ -38,7 +38,7 @@ import numpy as np
 from usermirrorer.data_pipeline.training.likelihood_train import LOSS_MODES
 from usermirrorer.errors import ConfigError, UserMirrorerError
 from usermirrorer.sim.metrics import fit_prior_weight, fit_temperature
-from usermirrorer.sim.mnl import fit_scenes_from_log, interleave_halves
+from usermirrorer.sim.mnl import FEATURES, fit_scenes_from_log, interleave_halves
 from usermirrorer.sim.pool import fit_pool_weights, log_probs, member_log_terms, pool_probs, pool_terms
 from usermirrorer.sim.prompts import MODES
 from usermirrorer.sim.simulator import DEBIAS
@@ -169,7 +169,7 @@ class FidelityConfig:
     likelihood_ft: bool = True
     curve_limit: int = 200
     trained_limit: int | None = None
-    baselines: tuple[str, ...] = ("random", "popularity", "most-popular", "collaborative", "content", "mnl",
+    baselines: tuple[str, ...] = ("random", "popularity", "most-popular", "collaborative", "content", "cooccurrence", "mnl",
                                   "mnl-standard", "mnl-matched")
     row_minutes: float | None = None
     repeats: int = 10
@@ -213,7 +213,8 @@ LABEL_POPULARITY = "popularity (p ∝ 1+count)"
 LABEL_MOST_POPULAR = "most popular (argmax count)"
 LABEL_COLLABORATIVE = "collaborative (spectral)"
 LABEL_CONTENT = "content similarity (MiniLM)"
-LABEL_MNL = "learned MNL (5 features)"
+LABEL_COOCCURRENCE = "item co-occurrence (recent history)"
+LABEL_MNL = f"learned MNL ({len(FEATURES)} features)"
 _BASELINE_ROWS = {
     "random": (LABEL_RANDOM, "uniform over the K options"),
     "popularity": (LABEL_POPULARITY, "causal counts (before the scene time)"),
@@ -221,15 +222,18 @@ _BASELINE_ROWS = {
     "collaborative": (LABEL_COLLABORATIVE, "embedding fitted on train users only"),
     "content": (LABEL_CONTENT, "cosine of the option's MiniLM embedding to the history's; one weight fitted on "
                 "train-user scenes"),
-    "mnl": (LABEL_MNL, "multinomial logit over popularity, collaborative, content, recency, genre overlap; "
-            "fitted on train-user scenes of both constructions"),
+    "cooccurrence": (LABEL_COOCCURRENCE, ("how often train users interacted with the option within 10 positions "
+                                          "of the user's last 20 items (recency-weighted, cosine-normalised, the "
+                                          "user's own rows left out); one weight fitted on train-user scenes")),
+    "mnl": (LABEL_MNL, "multinomial logit over popularity, collaborative, content, recency, genre overlap, item "
+            "co-occurrence; fitted on train-user scenes of both constructions"),
     "mnl-standard": (LABEL_MNL + ", fitted on standard", "the same, fitted on standard-construction train-user "
                      "scenes only"),
     "mnl-matched": (LABEL_MNL + ", fitted on popularity-matched", "the same, fitted on popularity-matched "
                     "train-user scenes only"),
 }
 # baseline name -> (model kind, train-user scenes it is fitted on)
-_FITTED_ROWS = {"content": ("content", "both"), "mnl": ("mnl", "both"), "mnl-standard": ("mnl", "standard"),
+_FITTED_ROWS = {"content": ("content", "both"), "cooccurrence": ("cooccurrence", "both"), "mnl": ("mnl", "both"), "mnl-standard": ("mnl", "standard"),
                 "mnl-matched": ("mnl", "popularity-matched")}
 
 
@@ -348,18 +352,22 @@ def _comparisons(runs: Mapping[tuple[str, str], ModelRun], rows: Sequence[ModelS
     and scoring rule (an A/B of two checkpoints is two ``--model`` rows)."""
     out = []
     base = {(r.mode, _scoring_rule(r)): r.label for r in rows if r.role == "base LLM"}
-    bars = (LABEL_MOST_POPULAR, LABEL_POPULARITY, LABEL_COLLABORATIVE, LABEL_MNL)
+    bars = (LABEL_MOST_POPULAR, LABEL_POPULARITY, LABEL_COLLABORATIVE, LABEL_COOCCURRENCE, LABEL_MNL)
     pairs = [(r.label, o) for r in rows if r.role in ("fine-tuned", ROLE_EXTRA)
              for o in (base.get((r.mode, _scoring_rule(r))), *bars) if o]
     pairs += [(r.label, o) for r in rows if r.role == "base LLM" for o in bars]
     # a pool against its LLM member, the collaborative row and the MNL fitted on the same scenes
     mnl_of = {"both": LABEL_MNL, "standard": LABEL_MNL + ", fitted on standard",
               "popularity-matched": LABEL_MNL + ", fitted on popularity-matched"}
+    # and a pool with an LLM against the log-only pool fitted the same way: what the LLM adds
+    log_only_pools = {(r.fit_on, "gated by" in r.label): r.label for r in rows if r.role == ROLE_HYBRID and not r.model}
     for r in rows:
         if r.role == ROLE_HYBRID:
             member = next((m.label for m in rows if m.kind == "llm" and m.model == r.model and m.role == "fine-tuned"
-                           and m.label.endswith(" (PMI)")), None)
-            pairs += [(r.label, o) for o in (member, LABEL_COLLABORATIVE, mnl_of[r.fit_on]) if o]
+                           and m.label.endswith(" (PMI)")), None) if r.model else None
+            log_only = log_only_pools.get((r.fit_on, "gated by" in r.label)) if r.model else None
+            pairs += [(r.label, o) for o in (member, LABEL_COLLABORATIVE, LABEL_COOCCURRENCE, mnl_of[r.fit_on],
+                                             log_only) if o]
     extras = [r for r in rows if r.role == ROLE_EXTRA]
     pairs += [(a.label, b.label) for i, a in enumerate(extras) for b in extras[i + 1:]
               if (a.mode, _scoring_rule(a)) == (b.mode, _scoring_rule(b))]
@@ -543,7 +551,10 @@ def _pool_rows(lead_row: ModelSpec, members: Sequence[_PoolMember], fit_ids: Seq
                 f"fitted by log-loss on {int(mask.sum())} train-user scenes ({fitted_on})") + (
             "" if gate is None else f"; each weight w_m = a_m + b_m × the scene's spread (std over options) "
                                     f"of the {members[gate].name} log-terms, the '× spread' weights are the b_m")
-        spec = ModelSpec(label=label, kind="pool", model=lead_row.model, mode="-", role=ROLE_HYBRID, note=note,
+        # a pool of log-only rows has no model: it is what the LLM pools are paired against
+        with_llm = any(m.likelihood for m in members)
+        spec = ModelSpec(label=label, kind="pool", model=lead_row.model if with_llm else None, mode="-",
+                         role=ROLE_HYBRID, note=note,
                          fit_on=fit_on, fit_scenes=int(mask.sum()))
         out.append((spec, derived))
     return out
@@ -638,7 +649,7 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
     # content row's weight, a likelihood row's temperature.
     fit_scenes: list[dict[str, Any]] = []
     fit_by_construction: dict[str, list[dict[str, Any]]] = {}
-    if any(r.kind in ("mnl", "content") or r.mode == "likelihood" for r in rows):
+    if any(r.kind in ("mnl", "content", "cooccurrence") or r.mode == "likelihood" for r in rows):
         t = time.perf_counter()
         fit_scenes, fit_by_construction = train_fit_scenes(ds, split, config)
         stage_seconds["train-user fit scenes"] = time.perf_counter() - t

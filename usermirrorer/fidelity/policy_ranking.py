@@ -72,7 +72,7 @@ from usermirrorer.fidelity.workspace import (
 )
 from usermirrorer.sim.choice_models import make_choice_model
 from usermirrorer.sim.metrics import fit_temperature
-from usermirrorer.sim.mnl import fit_scenes_from_log, interleave_halves
+from usermirrorer.sim.mnl import FEATURES, fit_scenes_from_log, interleave_halves
 from usermirrorer.sim.outside_option import QuantileOutsideOption
 from usermirrorer.sim.simulator import SimOptions, UserSimulator
 
@@ -81,7 +81,7 @@ __all__ = ["AGENTS", "SIMULATORS", "PolicyRankingConfig", "Episode", "plan_episo
 
 AGENTS: tuple[str, ...] = ("random", "popularity", "collaborative", "item-knn", "content", "sequential", "linucb")
 #: simulator names; "base" and "trained" are the LLMs (likelihood mode, PMI, fitted temperature)
-SIMULATORS: tuple[str, ...] = ("random", "popularity", "collaborative", "mnl", "base", "trained")
+SIMULATORS: tuple[str, ...] = ("random", "popularity", "collaborative", "cooccurrence", "mnl", "base", "trained")
 LLM_SIMULATORS = ("base", "trained")
 RESULT_STEM = "policy_ranking"
 _LAYOUT = "policy-ranking-v1"  # bump when what a cached episode means changes
@@ -352,13 +352,18 @@ def _simulator(name: str, config: PolicyRankingConfig, ds: RawDataset, split: An
             return QuantileOutsideOption(llm, ds, config.n_reference, config.skip_quantile, seed=config.seed)
 
         return make_llm, info, stem
-    if name == "mnl":
+    if name in ("mnl", "cooccurrence"):
         def make_mnl() -> Any:
-            return make_choice_model("mnl", ds, options={"fit_scenes": list(fit_scenes), "embedder": config.embedder,
-                                                         "skip_quantile": config.skip_quantile},
+            return make_choice_model(name, ds, options={"fit_scenes": list(fit_scenes), "embedder": config.embedder,
+                                                        "skip_quantile": config.skip_quantile},
                                      fit_rows=fit_rows, seed=config.seed, project_path=config.project_path)
 
-        return make_mnl, {"label": "learned MNL (5 features)", "kind": "log-only"}, cache_stem(name, None)
+        if name == "cooccurrence":
+            return make_mnl, {"label": "item co-occurrence", "kind": "log-only"}, cache_stem(name, None)
+        # the stem names the features: episodes played by an MNL of other features are not read back
+        features = hashlib.sha256(",".join(FEATURES).encode()).hexdigest()[:8]
+        return (make_mnl, {"label": f"learned MNL ({len(FEATURES)} features)", "kind": "log-only"},
+                cache_stem(f"{name}-{features}", None))
     options = {} if name == "random" else {"skip_quantile": config.skip_quantile}
     return ((lambda: make_choice_model(name, ds, options=options, fit_rows=fit_rows, seed=config.seed,
                                        project_path=config.project_path)),
@@ -427,7 +432,7 @@ def run_policy_ranking(config: PolicyRankingConfig, console: Any = None) -> dict
         shutil.rmtree(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     fit_scenes: list[dict] = []
-    if {"mnl", *LLM_SIMULATORS} & set(config.simulators):
+    if {"mnl", "cooccurrence", *LLM_SIMULATORS} & set(config.simulators):
         scenes = fit_scenes_from_log(ds, config.fit_scenes, k=config.slate_size, seed=config.seed,
                                      users=list(split.train_users), exclude_users=list(split.eval_users),
                                      embedder=config.embedder, project_path=config.project_path)

@@ -40,7 +40,8 @@ __all__ = [
     "slug",
 ]
 
-MODEL_KINDS = ("random", "popularity", "most-popular", "collaborative", "content", "mnl", "llm", "pool")
+MODEL_KINDS = ("random", "popularity", "most-popular", "collaborative", "content", "cooccurrence", "mnl", "llm",
+               "pool")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class ModelSpec:
         label: the row's name.
         kind: ``random``, ``popularity`` (p ~ 1 + causal count), ``most-popular`` (argmax of
             the causal count), ``collaborative``, ``content`` (text-embedding similarity to the
+            history, one fitted weight), ``cooccurrence`` (item co-occurrence with the recent
             history, one fitted weight), ``mnl`` (the learned multinomial logit), ``llm`` or
             ``pool`` (rows derived from other rows' answers by the benchmark, never built here).
         model: LLM registry name or folder (``kind == "llm"``).
@@ -186,7 +188,7 @@ def build_choice_model(spec: ModelSpec, ds: RawDataset | None = None, fit_rows: 
             rows: the eval users' future must not leak into it).
         seed: decision-mode sampling seed.
         backend_kwargs: extra arguments of the LLM backend (``dtype`` ...).
-        fit_scenes: train-user scenes the ``mnl`` / ``content`` rows are fitted on.
+        fit_scenes: train-user scenes the ``mnl`` / ``content`` / ``cooccurrence`` rows are fitted on.
         embedder, project_path: text embedder of their content feature and its cache folder.
     """
     if spec.kind == "llm":
@@ -197,12 +199,12 @@ def build_choice_model(spec: ModelSpec, ds: RawDataset | None = None, fit_rows: 
         raise ConfigError(f"row {spec.label!r} is derived from other rows' answers; it has no model to build")
     if ds is None:
         raise ConfigError(f"row {spec.label!r} ({spec.kind}) needs the raw dataset")
-    if spec.kind in ("mnl", "content"):
+    if spec.kind in ("mnl", "content", "cooccurrence"):
         if not fit_scenes:
             raise ConfigError(f"row {spec.label!r} ({spec.kind}) is fitted on train-user scenes: pass fit_scenes")
         options: dict[str, Any] = {"fit_scenes": list(fit_scenes), "embedder": embedder}
-        if spec.kind == "content":
-            options["features"] = ("content",)
+        if spec.kind in ("content", "cooccurrence"):  # one feature: a scorer with a fitted temperature
+            options["features"] = (spec.kind,)
         return make_choice_model("mnl", ds, options=options, fit_rows=fit_rows, seed=seed, project_path=project_path)
     return make_choice_model(spec.kind, ds, fit_rows=fit_rows, seed=seed)
 

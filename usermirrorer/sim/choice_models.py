@@ -41,12 +41,13 @@ __all__ = [
     "pool_member_model",
 ]
 
-#: The non-LLM models the environment and the eval command accept by name (``mnl`` is fitted
-#: on sampled train scenes when built).
-BASELINE_CHOICE_MODELS: tuple[str, ...] = ("random", "popularity", "collaborative", "mnl")
+#: The non-LLM models the environment and the eval command accept by name (``mnl`` and
+#: ``cooccurrence``, the MNL on its co-occurrence feature alone, are fitted on sampled train
+#: scenes when built).
+BASELINE_CHOICE_MODELS: tuple[str, ...] = ("random", "popularity", "collaborative", "cooccurrence", "mnl")
 #: Every non-LLM model :func:`make_choice_model` builds by name (the fidelity table adds
 #: ``most-popular``).
-NON_LLM_CHOICE_MODELS: tuple[str, ...] = (*CHOICE_MODELS, "mnl")
+NON_LLM_CHOICE_MODELS: tuple[str, ...] = (*CHOICE_MODELS, "cooccurrence", "mnl")
 
 
 @runtime_checkable
@@ -89,7 +90,9 @@ def make_choice_model(
         model: an object with ``choice_probs`` (returned as is); a pool file written by
             ``usermirrorer fit-pool`` (a ``.json`` path: :func:`load_pool`); a non-LLM name
             (``"random"``, ``"popularity"``, ``"most-popular"``, ``"collaborative"``:
-            :mod:`usermirrorer.sim.baselines`; ``"mnl"``: :mod:`usermirrorer.sim.mnl`); otherwise an LLM for :class:`UserSimulator`
+            :mod:`usermirrorer.sim.baselines`; ``"mnl"``: :mod:`usermirrorer.sim.mnl`;
+            ``"cooccurrence"``: that MNL on its item co-occurrence feature alone); otherwise an
+            LLM for :class:`UserSimulator`
             (``"smollm2-135m"``, ``"tiny-random"``, a local folder, a hub id).
         ds: the dataset a non-LLM model reads its counts from / fits its embedding on.
         backend: LLM backend name (``transformers``, ``vllm``, ``openai``).
@@ -121,7 +124,9 @@ def make_choice_model(
         if ds is None:
             raise ConfigError(f"choice model {model!r} reads the interaction log: pass the dataset")
         kwargs = dict(options or {})
-        if model == "mnl":  # options may carry fit_scenes, embedder, features, l2
+        if model == "cooccurrence":
+            kwargs["features"] = ("cooccurrence",)
+        if model in ("mnl", "cooccurrence"):  # options may carry fit_scenes, embedder, features, l2
             return fitted_mnl(ds, fit_rows=fit_rows, seed=seed, project_path=project_path, **kwargs)
         if model == "collaborative":
             kwargs = {"fit_rows": fit_rows, "seed": seed, "project_path": project_path, **kwargs}

@@ -12,7 +12,10 @@ option can be scored like the baselines'):
   user's history before ``t``;
 - ``recency``: ``log(1 + months since release)`` at ``t`` (0 where the domain knows no release);
 - ``genre``: the share of the item's genres (``genres`` / ``categories`` / ``tags`` item feature)
-  among the genres of the user's history.
+  among the genres of the user's history;
+- ``cooccurrence``: how often other users interacted with the item right next to the user's
+  most recent items (:class:`~usermirrorer.data_pipeline.cooccurrence.ItemCooccurrence`, built
+  on ``fit_rows``; the user's own rows never count toward their own score).
 
 ``p_j = softmax(w . x)_j``; ``w`` (plus a per-feature standardisation) is fitted by maximum
 likelihood with a small L2 penalty on train scenes whose real choice is known
@@ -28,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from usermirrorer.data_pipeline.cooccurrence import ItemCooccurrence
 from usermirrorer.data_pipeline.embeddings import collaborative_embedding, content_embedding
 from usermirrorer.data_pipeline.raw import RawDataset, parse_time
 from usermirrorer.data_pipeline.sampling.sampler import NEGATIVES, SceneConfig, sample_scenes
@@ -38,7 +42,7 @@ from usermirrorer.sim.baselines import _BaselineChoiceModel
 
 __all__ = ["FEATURES", "MultinomialLogitChoiceModel", "fit_scenes_from_log", "interleave_halves", "fitted_mnl"]
 
-FEATURES: tuple[str, ...] = ("popularity", "collaborative", "content", "recency", "genre")
+FEATURES: tuple[str, ...] = ("popularity", "collaborative", "content", "recency", "genre", "cooccurrence")
 _GENRE_KEYS = ("genres", "categories", "tags")
 _MONTH = 30 * 86400
 
@@ -83,12 +87,17 @@ class MultinomialLogitChoiceModel(_BaselineChoiceModel):
                 raise ConfigError("the content feature needs an embedder (minilm, hashing ...)")
         self.features = tuple(features)
         self.l2 = float(l2)
-        self.collab = np.asarray(collaborative_embedding(ds, project_path, rows=fit_rows, seed=seed), dtype=np.float32)
+        # each feature's data is built only when that feature is used (MiniLM takes minutes on a CPU)
+        self.collab = None
+        if "collaborative" in self.features:
+            self.collab = np.asarray(collaborative_embedding(ds, project_path, rows=fit_rows, seed=seed),
+                                     dtype=np.float32)
         self.content = None
-        if embedder is not None:
+        if "content" in self.features:
             emb = np.asarray(content_embedding(ds, project_path, embedder), dtype=np.float32)
             norms = np.linalg.norm(emb, axis=1, keepdims=True)
             self.content = emb / np.where(norms > 0, norms, 1.0)
+        self.cooccurrence = ItemCooccurrence(ds, fit_rows) if "cooccurrence" in self.features else None
         release = get_strategy(ds.name).release_times(ds)
         self.release = None if release is None else np.asarray(release, dtype=np.int64)
         self.genres = _genre_matrix(ds)
@@ -98,8 +107,9 @@ class MultinomialLogitChoiceModel(_BaselineChoiceModel):
         self.fit_report: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ features
-    def catalog_features(self, history: np.ndarray, now: int) -> np.ndarray:
-        """``(n_items, n_features)`` raw features of every item for a user with ``history`` at ``now``."""
+    def catalog_features(self, history: np.ndarray, now: int, user: int | None = None) -> np.ndarray:
+        """``(n_items, n_features)`` raw features of every item for a user with ``history`` at ``now``
+        (``user``: their index, whose own rows the co-occurrence feature leaves out)."""
         ds = self.ds
         columns = []
         for name in self.features:
@@ -121,6 +131,8 @@ class MultinomialLogitChoiceModel(_BaselineChoiceModel):
                 else:
                     col = np.log1p(np.clip(now - self.release, 0, None) / _MONTH).astype(np.float64)
                     col[self.release <= np.iinfo(np.int64).min // 2] = 0.0  # unknown release dates
+            elif name == "cooccurrence":
+                col = self.cooccurrence.scores(history, user)
             else:  # genre
                 if self.genres is None or not len(history):
                     col = np.zeros(ds.n_items)
@@ -136,8 +148,11 @@ class MultinomialLogitChoiceModel(_BaselineChoiceModel):
         if self.weights is None:
             raise ConfigError("the MNL choice model is not fitted yet: call fit(train_scenes) first "
                               "(make_choice_model('mnl', ds, ...) fits it on sampled train scenes)")
-        x = (self.catalog_features(self._history_items(scene, now), now) - self.mean) / self.scale
+        x = (self.catalog_features(self._history_items(scene, now), now, self._user_of(scene)) - self.mean) / self.scale
         return x @ self.weights
+
+    def _user_of(self, scene: dict) -> int | None:
+        return self.ds.user_index.get(str(scene.get("user_id")))
 
     # ------------------------------------------------------------------ fitting
     def fit(self, scenes: Sequence[dict], max_iter: int = 200) -> MultinomialLogitChoiceModel:
@@ -159,7 +174,7 @@ class MultinomialLogitChoiceModel(_BaselineChoiceModel):
             except (KeyError, TypeError, ValueError) as exc:
                 raise DataError(f"MNL fit: scene {scene.get('scene_id', '?')!r} lacks a usable {exc}; "
                                 "expected impression_list, item_pos and timestamp (DESIGN.md §2)") from exc
-            xs.append(self.catalog_features(self._history_items(scene, now), now)[items])
+            xs.append(self.catalog_features(self._history_items(scene, now), now, self._user_of(scene))[items])
             targets.append(target)
         if not xs:
             raise DataError("MNL fit: no scenes to fit on")
