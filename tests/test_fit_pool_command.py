@@ -124,3 +124,32 @@ def test_a_pool_file_that_is_not_json_names_its_line(tmp_path):
     bad.write_text('{\n "format": "usermirrorer-pool/1",\n "weights": [1,\n}')
     with pytest.raises(DataError, match=r"pool.json: line \d+: not valid JSON"):
         SavedPool.read(bad)
+
+
+def test_policy_ranking_plays_the_saved_pool_and_compares_it(pool_project, tmp_path):
+    from usermirrorer.fidelity.policy_ranking import PolicyRankingConfig, run_policy_ranking
+
+    config = PolicyRankingConfig(project_path=str(pool_project), results_dir=str(tmp_path), starts_per_user=1,
+                                 llm_episodes=2, fit_scenes=50, simulators=("popularity", "cooccurrence", "pool"),
+                                 embedder="hashing", n_bootstrap=20, progress=False,
+                                 backend_kwargs={"dtype": "float32"})
+    result = run_policy_ranking(config)
+    sims = result["simulators"]
+    assert result["skipped"] == {} and sims["pool"]["episodes"] == 2 and sims["pool"]["kind"] == "pool"
+    assert sims["cooccurrence"]["episodes"] == result["setup"]["episodes"]
+    assert all(0 <= v <= 1 for s in sims.values() for v in s["expected_click"].values())
+    assert {(c["a"], c["b"]) for c in result["comparisons"]} == {("pool", "popularity"), ("pool", "cooccurrence")}
+    assert "| pool |" in (tmp_path / "policy_ranking.md").read_text()
+    # a refitted pool is another file: its episodes are not read back from this one's
+    path = default_pool_path(pool_project)
+    saved = path.read_text()
+    try:
+        path.write_text(saved.replace('"seed": 0', '"seed": 0 ', 1))
+        again = run_policy_ranking(config)
+        assert again["simulators"]["pool"]["played"] == 2 and again["simulators"]["popularity"]["played"] == 0
+    finally:
+        path.write_text(saved)
+    gone = run_policy_ranking(PolicyRankingConfig(project_path=str(tmp_path / "empty"), results_dir=str(tmp_path),
+                                                  starts_per_user=1, simulators=("popularity", "pool"),
+                                                  embedder="hashing", n_bootstrap=20, fit_scenes=50, progress=False))
+    assert "usermirrorer fit-pool" in gone["skipped"]["pool"]

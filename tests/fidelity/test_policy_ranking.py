@@ -221,7 +221,7 @@ def test_policy_ranking_on_ml100k(ml100k_project, tmp_path, tiny_model_dir):
     """Real ML-100K: the log-only simulators on every held-out user, an LLM on a few episodes."""
     config = PolicyRankingConfig(project_path=str(ml100k_project), results_dir=str(tmp_path / "results"),
                                  starts_per_user=1, llm_episodes=3, llm_fit_scenes=8, fit_scenes=200,
-                                 simulators=("random", "popularity", "collaborative", "mnl", "base"),
+                                 simulators=("random", "popularity", "collaborative", "cooccurrence", "mnl", "base"),
                                  base_model=str(tiny_model_dir), embedder="hashing", n_bootstrap=50,
                                  batch_size=8, progress=False, backend_kwargs={"dtype": "float32"})
     result = run_policy_ranking(config)

@@ -63,6 +63,7 @@ from usermirrorer.fidelity.rank_agreement import (
     paired_spearman_difference,
     wrong_pairs,
 )
+from usermirrorer.fidelity.pool_fit import default_pool_path
 from usermirrorer.fidelity.runner import model_stamp
 from usermirrorer.fidelity.workspace import (
     FidelityPaths,
@@ -81,8 +82,11 @@ __all__ = ["AGENTS", "SIMULATORS", "PolicyRankingConfig", "Episode", "plan_episo
 
 AGENTS: tuple[str, ...] = ("random", "popularity", "collaborative", "item-knn", "content", "sequential", "linucb")
 #: simulator names; "base" and "trained" are the LLMs (likelihood mode, PMI, fitted temperature)
-SIMULATORS: tuple[str, ...] = ("random", "popularity", "collaborative", "cooccurrence", "mnl", "base", "trained")
+#: "pool": the gated pool `usermirrorer fit-pool` saved in the project (trained LLM x log-only members)
+SIMULATORS: tuple[str, ...] = ("random", "popularity", "collaborative", "cooccurrence", "mnl", "base", "trained",
+                               "pool")
 LLM_SIMULATORS = ("base", "trained")
+_PLAYS_AN_LLM = (*LLM_SIMULATORS, "pool")  # these play only the first llm_episodes
 RESULT_STEM = "policy_ranking"
 _LAYOUT = "policy-ranking-v1"  # bump when what a cached episode means changes
 
@@ -352,6 +356,17 @@ def _simulator(name: str, config: PolicyRankingConfig, ds: RawDataset, split: An
             return QuantileOutsideOption(llm, ds, config.n_reference, config.skip_quantile, seed=config.seed)
 
         return make_llm, info, stem
+    if name == "pool":
+        path = default_pool_path(config.project_path, config.dataset)
+        if not path.exists():
+            raise ConfigError(f"no saved pool at {path}: run `usermirrorer fit-pool --project-path "
+                              f"{config.project_path}` first (~6-8 min on 2 cores)")
+        # the stem carries the file's digest: a refitted pool plays afresh
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+        return ((lambda: make_choice_model(str(path), ds, backend_kwargs=config.backend_kwargs,
+                                           project_path=config.project_path)),
+                {"label": "gated pool (trained LLM × collaborative × MNL × content × popularity; usermirrorer "
+                          "fit-pool)", "kind": "pool", "model": str(path)}, f"pool-{digest}")
     if name in ("mnl", "cooccurrence"):
         def make_mnl() -> Any:
             return make_choice_model(name, ds, options={"fit_scenes": list(fit_scenes), "embedder": config.embedder,
@@ -442,7 +457,7 @@ def run_policy_ranking(config: PolicyRankingConfig, console: Any = None) -> dict
     skipped: dict[str, str] = {}
     for name in config.simulators:
         t = time.perf_counter()
-        n = n_llm if name in LLM_SIMULATORS else len(episodes)
+        n = n_llm if name in _PLAYS_AN_LLM else len(episodes)
         try:
             make_model, info, stem = _simulator(name, config, ds, split, fit_rows, fit_scenes, cache_dir)
             run = simulate_agents(make_model, ds, copy.deepcopy(prototypes), episodes[:n], config,
@@ -479,14 +494,16 @@ def run_policy_ranking(config: PolicyRankingConfig, console: Any = None) -> dict
             "episodes_per_second": n / info["seconds"] if info["seconds"] > 0 else None,
         }
     comparisons = []
-    if "trained" in simulators:
+    for lead in ("trained", "pool"):  # the trained LLM, and the pool it is a member of, against the rest
+        if lead not in simulators:
+            continue
         for other in simulators:
-            if other == "trained":
+            if other == lead or (lead == "pool" and other == "trained"):  # trained vs pool is there already
                 continue
-            diff = paired_spearman_difference(simulators["trained"]["expected_click"][:n_llm],
+            diff = paired_spearman_difference(simulators[lead]["expected_click"][:n_llm],
                                               simulators[other]["expected_click"][:n_llm], real["ndcg"][:n_llm],
                                               groups[:n_llm], config.n_bootstrap, config.seed)
-            comparisons.append({"a": "trained", "b": other, **diff})
+            comparisons.append({"a": lead, "b": other, **diff})
     result = {
         "finished_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "setup": {"command": config.command or "usermirrorer bench policy-ranking", "machine": _machine(),

@@ -108,14 +108,15 @@ def markdown_report(result: Mapping[str, Any]) -> str:
             "compared with each other:", ""]
     out += _agreement_rows(result, "agreement_llm_episodes")
     if result["comparisons"]:
-        out += ["", "Paired difference in Spearman, trained LLM minus each other simulator, on the LLM episodes "
-                "(the same bootstrap resamples of users for both):", "",
-                "| vs | difference | 95% CI |", "|---|---:|---|"]
+        out += ["", "Paired difference in Spearman, the trained LLM (and the saved pool) minus each other simulator, "
+                "on the LLM episodes (the same bootstrap resamples of users for both):", "",
+                "| simulator | vs | difference | 95% CI |", "|---|---|---:|---|"]
         for c in result["comparisons"]:
             if not np.isfinite(c["difference"]):
-                out.append(f"| {sims[c['b']]['label']} | n/a (it scores every recommender alike) | |")
+                out.append(f"| {c['a']} | {sims[c['b']]['label']} | n/a (it scores every recommender alike) | |")
                 continue
-            out.append(f"| {sims[c['b']]['label']} | {c['difference']:+.2f} | {_ci(c['ci_low'], c['ci_high'])} |")
+            out.append(f"| {c['a']} | {sims[c['b']]['label']} | {c['difference']:+.2f} | "
+                       f"{_ci(c['ci_low'], c['ci_high'])} |")
     out += ["", "## Cost", "", "Seconds of simulation (model load and temperature fit included) over the episodes "
             "played, summed over the runs that played them (an interrupted run's episodes count where they were "
             "played); every agent of an episode is one step of one lockstep round.", "",
