@@ -58,12 +58,12 @@ from usermirrorer.envs import RecEnv
 from usermirrorer.envs.agents import Recommender, make_recommender
 from usermirrorer.envs.arena import EpisodeLog, begin_episode, run_arena
 from usermirrorer.errors import ConfigError, DataError
+from usermirrorer.fidelity.pool_fit import default_pool_path
 from usermirrorer.fidelity.rank_agreement import (
     bootstrap_agreement,
     paired_spearman_difference,
     wrong_pairs,
 )
-from usermirrorer.fidelity.pool_fit import default_pool_path
 from usermirrorer.fidelity.runner import model_stamp
 from usermirrorer.fidelity.workspace import (
     FidelityPaths,
