@@ -20,7 +20,7 @@ from usermirrorer.data_pipeline.training.likelihood_train import (
     profile_config,
 )
 from usermirrorer.errors import ConfigError
-from usermirrorer.fidelity.workspace import train_likelihood_row
+from usermirrorer.fidelity.likelihood_training import train_likelihood_row
 
 __all__ = ["add_parser", "run"]
 
@@ -40,6 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
               letters    the paper's letter format (direct mode): cross-entropy over the K
                          option letters, real item moved so every letter is the answer
                          equally often (its checkpoints are scored in direct mode).
+              residual   listwise with the benchmark's log-only pool (collaborative, MNL,
+                         content, popularity) as fixed per-option offsets: the LLM learns
+                         what those models miss (fitted on the train users first, ~1 min).
             Top layers only, bf16 autocast where the CPU has it. Writes
             <W>/fidelity/likelihood-ft/<loss>/: checkpoints/ex-<N> at the learning-curve points,
             state.pt (an interrupted run resumes from it) and training.json. Then
@@ -49,13 +52,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             examples:
               usermirrorer train --profile cpu                        # SmolLM2-135M, listwise, 50-65 min on 2 cores
               usermirrorer train --profile cpu --loss listwise --examples 2000
+              usermirrorer train --profile cpu --loss residual --examples 2000
               usermirrorer train --profile tiny --project-path /tmp/w # the tiny random model, seconds"""),
     )
     p.add_argument("--profile", default="cpu", choices=sorted(PROFILES),
                    help="shipped config: cpu (SmolLM2-135M on 2 cores) or tiny (tiny random model)")
     p.add_argument("--config", metavar="YAML", help="your own config file instead of --profile")
     p.add_argument("--project-path", metavar="W", help="working directory (default: the config's, ./workspace)")
-    p.add_argument("--loss", choices=LOSSES, help="next-item, listwise or letters (default: the config's)")
+    p.add_argument("--loss", choices=LOSSES, help="next-item, listwise, letters or residual (default: the config's)")
     p.add_argument("--examples", type=int, help="train examples in total (default: the config's)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: the config's)")
     p.add_argument("--trainable-layers", type=int, help="top decoder layers that learn (default: the config's)")

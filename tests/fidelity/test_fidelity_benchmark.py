@@ -241,7 +241,7 @@ def test_a_likelihood_training_adds_its_rows_and_a_learning_curve(first_run, pro
     from dataclasses import replace
 
     from usermirrorer.data_pipeline.training.likelihood_train import profile_config
-    from usermirrorer.fidelity.workspace import train_likelihood_row
+    from usermirrorer.fidelity.likelihood_training import train_likelihood_row
 
     config = replace(profile_config("tiny", project_path=str(project)), dataset="synthetic", eval_user_fraction=0.3,
                      base_model=str(tiny_model_dir), examples=8, batch_size=2, curve=(4,), save_every=4)
@@ -282,6 +282,12 @@ def test_a_likelihood_training_adds_its_rows_and_a_learning_curve(first_run, pro
         points = {(p["examples"], p["variant"]) for p in result["learning_curve"] if p["rule"] == "PMI"}
         assert points == {(x, v) for x in (0, 4, 8) for v in ("standard", "popularity-matched")}
         assert {p["score"]["n"] for p in result["learning_curve"]} == {10}
+        # each likelihood point also in the gated pool with the log-only models, beside that pool alone
+        pooled_points = {(p["loss"], p["examples"], p["variant"]) for p in result["learning_curve"]
+                         if p["rule"] == "pooled"}
+        assert pooled_points == {(loss, x, v) for v in ("standard", "popularity-matched")
+                                 for loss, x in (("next-item", 0), ("next-item", 4), ("next-item", 8),
+                                                 ("log-only pool", 0))}
         letters = rows[f"{name} trained (letters, 8 ex), direct"]
         assert letters["mode"] == "direct" and letters["role"] == "fine-tuned"
         points = {(p["examples"], p["variant"]) for p in result["learning_curve"] if p["loss"] == "letters"}
@@ -289,6 +295,7 @@ def test_a_likelihood_training_adds_its_rows_and_a_learning_curve(first_run, pro
         assert {p["rule"] for p in result["learning_curve"] if p["loss"] == "letters"} == {"letters"}
         md = (project / "results-trained" / "fidelity.md").read_text()
         assert "## Learning curve (held-out users)" in md and "## Likelihood-mode training (next-item, CPU)" in md
+        assert "| log-only pool | 0 |" in md and "'pooled' = the point's PMI scores in the gated pool" in md
         assert "## Direct (letter)-mode training (letters, CPU)" in md
         assert "trained (next-item, 4 ex)" not in md.split("## Learning curve")[0]  # curve points: own section
         assert (project / "results-trained" / "fidelity_learning_curve.png").stat().st_size > 0

@@ -562,6 +562,12 @@ def _pool_rows(lead_row: ModelSpec, members: Sequence[_PoolMember], fit_ids: Seq
 
 # scoring rules the learning curve is shown under (the label suffixes of _likelihood_rows)
 _CURVE_RULES = ("PMI", "sum of log-probs", "prior weight fitted")
+# and, for likelihood trainings, each point's PMI scores in the gated pool with the log-only
+# models (what `usermirrorer fit-pool` would save from that checkpoint): the simulator a
+# training serves, so its curve is the one that says whether more training pays
+CURVE_POOLED = "pooled"
+# the same pool without any LLM, on the same scenes: the curve's floor
+CURVE_LOG_ONLY = "log-only pool"
 
 
 def _learning_curve(config: FidelityConfig, manifests: Sequence[Mapping[str, Any]],
@@ -580,6 +586,8 @@ def _learning_curve(config: FidelityConfig, manifests: Sequence[Mapping[str, Any
         base = f"{_short(config.base_model)} base, {mode}"
         points = [(0, base)] if manifest["base_model"] == config.base_model else []
         points += [(c["examples"], _trained_label(manifest, c["examples"])) for c in manifest["checkpoints"]]
+        if mode == "likelihood":
+            rules[CURVE_POOLED] = f" ({CURVE_POOLED})"
         for examples, label in points:
             for rule, suffix in rules.items():
                 for variant in VARIANTS:
@@ -590,6 +598,14 @@ def _learning_curve(config: FidelityConfig, manifests: Sequence[Mapping[str, Any
                     score = score_run(run.probs[:n], run.item_pos[:n], run.seconds, config.repeats, seed=config.seed)
                     out.append({"loss": manifest["loss"], "examples": examples, "rule": rule, "variant": variant,
                                 "label": label, "score": score.as_dict()})
+    n = {p["score"]["n"] for p in out if p["rule"] == CURVE_POOLED}
+    for variant in VARIANTS if n else ():
+        run = runs.get((CURVE_LOG_ONLY, variant))
+        if run is not None:
+            cut = min(min(n), len(run.scene_ids))
+            score = score_run(run.probs[:cut], run.item_pos[:cut], run.seconds, config.repeats, seed=config.seed)
+            out.append({"loss": CURVE_LOG_ONLY, "examples": 0, "rule": CURVE_POOLED, "variant": variant,
+                        "label": CURVE_LOG_ONLY, "score": score.as_dict()})
     return out
 
 
@@ -664,6 +680,7 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
     # trained likelihood rows (PMI rule), their run on the fit scenes, their run key
     pool_members: list[tuple[ModelSpec, ModelRun, str]] = []
     base_fits: list[tuple[str, ModelRun]] = []  # the base LLM's likelihood row (PMI) and its fit-scene run
+    curve_fits: list[tuple[ModelSpec, ModelRun]] = []  # learning-curve points (PMI row) and their fit-scene runs
 
     def record(row: ModelSpec, variant_runs: Mapping[str, ModelRun], run_key: str) -> None:
         """Score a row's runs into the table."""
@@ -728,6 +745,8 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
                         pool_members.append((reported[0][0], fitted, run_key))  # the PMI rule's row
                     if spec_row.role == "base LLM":
                         base_fits.append((reported[0][0].label, fitted))
+                    if spec_row.role in ("base LLM", ROLE_CURVE, "fine-tuned") and config.pool:
+                        curve_fits.append((reported[0][0], fitted))
                 planned = spec_row
                 for spec_row, variant_runs in reported:
                     record(spec_row, variant_runs, run_key)
@@ -803,6 +822,20 @@ def run_fidelity(config: FidelityConfig, console: Any = None) -> dict[str, Any]:
                                       "way and saves (usermirrorer/fidelity/pool_fit.py)")
                     if (row.label, VARIANTS[0]) not in runs:  # a log-only pool, once per run
                         record(row, variant_runs, run_key)
+                        if gate is not None and not row.model:
+                            for variant in VARIANTS:
+                                runs[(CURVE_LOG_ONLY, variant)] = variant_runs[variant]
+        # each learning-curve point (and the base model, 0 examples) in the servable pool
+        pool_log_only = servable[1:]
+        for point_row, point_fit in curve_fits if pool_log_only else ():
+            if list(point_fit.scene_ids) != list(ids):
+                continue  # fitted on other scenes: its pool would not be comparable
+            members = [_PoolMember(point_row.label, point_row.label, _pmi(point_fit), True), *pool_log_only]
+            ((_, derived),) = _pool_rows(point_row, members, ids, point_fit.item_pos, runs, fit_by_construction,
+                                         gate=[m.name for m in members].index("popularity"))
+            stem = point_row.label.rsplit(" (", 1)[0]
+            for variant in VARIANTS:
+                runs[(f"{stem} ({CURVE_POOLED})", variant)] = derived[variant]
         stage_seconds["pooled rows (fit + derive)"] = time.perf_counter() - t
 
     if not config.finetuned:

@@ -36,7 +36,8 @@ from usermirrorer.sim.mnl import FEATURES, MultinomialLogitChoiceModel
 from usermirrorer.sim.pool import LogLinearPool
 from usermirrorer.sim.saved_pool import PoolMember, SavedPool
 
-__all__ = ["PoolFitConfig", "fit_saved_pool", "default_pool_path", "POOL_MEMBER_NAMES"]
+__all__ = ["PoolFitConfig", "fit_saved_pool", "fit_log_only_pool", "log_only_members", "default_pool_path",
+           "POOL_MEMBER_NAMES"]
 
 POOL_MEMBER_NAMES = ("trained LLM", "collaborative", "MNL", "content", "popularity")
 
@@ -100,6 +101,49 @@ def _trained_checkpoint(config: PoolFitConfig, split: Any) -> tuple[str, dict[st
                       "--checkpoint DIR")
 
 
+def log_only_members(ds: Any, train_rows: Any, by_construction: dict[str, Any], config: PoolFitConfig
+                     ) -> tuple[list[PoolMember], list[Any]]:
+    """The pool's four log-only members (collaborative, MNL, content, popularity, in the saved
+    order) as specs and fitted models: the MNL and content models on all train-user fit scenes,
+    the collaborative embeddings on ``train_rows``."""
+    collaborative, popularity = PoolMember("collaborative", "collaborative"), PoolMember("popularity", "popularity")
+    specs = [collaborative]
+    models = [pool_member_model(collaborative, ds, train_rows, config.seed, project_path=config.project_path)]
+    for name, features in (("MNL", FEATURES), ("content", ("content",))):
+        mnl = MultinomialLogitChoiceModel(ds, fit_rows=train_rows, embedder=config.embedder,
+                                          project_path=config.project_path, seed=config.seed, features=features)
+        models.append(mnl.fit(by_construction["both"]))
+        specs.append(PoolMember(name, "mnl", options={"embedder": config.embedder}, state=mnl.fitted_state()))
+    specs.append(popularity)
+    models.append(pool_member_model(popularity, ds, train_rows))
+    return specs, models
+
+
+def _benchmark_fit_scenes(config: PoolFitConfig, ds: Any, split: Any) -> tuple[list[dict], dict[str, Any]]:
+    bench = FidelityConfig(project_path=config.project_path, dataset=config.dataset, seed=config.seed,
+                           eval_user_fraction=config.eval_user_fraction, embedder=config.embedder,
+                           fit_scenes=config.fit_scenes)
+    return train_fit_scenes(ds, split, bench)
+
+
+def fit_log_only_pool(config: PoolFitConfig, ds: Any, split: Any) -> tuple[LogLinearPool, dict[str, Any]]:
+    """The benchmark's gated pool of the log-only models alone (row "pool: collaborative × MNL ×
+    content × popularity, gated by popularity spread"), fitted as :func:`fit_saved_pool` fits the
+    servable pool, on train users only: the residual training's offset model.
+
+    Returns:
+        ``(pool, info)``: the fitted pool and what the training manifest records of it.
+    """
+    config.validate()
+    fit_scenes, by_construction = _benchmark_fit_scenes(config, ds, split)
+    specs, models = log_only_members(ds, ds.rows_of_users(split.train_users), by_construction, config)
+    pool = LogLinearPool(models, names=[s.name for s in specs], gate="popularity")
+    pool.fit(fit_scenes[: config.pool_fit_scenes])
+    return pool, {"pool": "log-only gated pool (collaborative × MNL × content × popularity, gated by popularity "
+                          "spread)", "weights": [float(w) for w in pool.weights], "fit": pool.fit_report,
+                  "fit_scenes": config.fit_scenes, "pool_fit_scenes": config.pool_fit_scenes}
+
+
 def fit_saved_pool(config: PoolFitConfig) -> SavedPool:
     """Fit the gated pool on train-user scenes and write it; returns what was written.
 
@@ -112,28 +156,16 @@ def fit_saved_pool(config: PoolFitConfig) -> SavedPool:
     ds = load_benchmark_raws(config.project_path, config.dataset)
     split = ensure_split(ds, config.project_path, config.seed, config.eval_user_fraction)
     model_dir, trained = _trained_checkpoint(config, split)
-    bench = FidelityConfig(project_path=config.project_path, dataset=config.dataset, seed=config.seed,
-                           eval_user_fraction=config.eval_user_fraction, embedder=config.embedder,
-                           fit_scenes=config.fit_scenes)
-    fit_scenes, by_construction = train_fit_scenes(ds, split, bench)
+    fit_scenes, by_construction = _benchmark_fit_scenes(config, ds, split)
     train_rows = ds.rows_of_users(split.train_users)
     out = Path(config.out) if config.out else default_pool_path(config.project_path, config.dataset)
 
     llm = PoolMember("trained LLM", "llm", model=os.path.relpath(model_dir, out.parent.resolve()),
                      options={"mode": "likelihood", "likelihood_score": "pmi", "truncate_history": True,
                               "batch_size": config.batch_size, "seed": config.seed})
-    collaborative = PoolMember("collaborative", "collaborative")
-    popularity = PoolMember("popularity", "popularity")
-    specs, models = [llm, collaborative], [
-        pool_member_model(llm, ds, train_rows, model_dir=model_dir),
-        pool_member_model(collaborative, ds, train_rows, config.seed, project_path=config.project_path)]
-    for name, features in (("MNL", FEATURES), ("content", ("content",))):
-        mnl = MultinomialLogitChoiceModel(ds, fit_rows=train_rows, embedder=config.embedder,
-                                          project_path=config.project_path, seed=config.seed, features=features)
-        models.append(mnl.fit(by_construction["both"]))
-        specs.append(PoolMember(name, "mnl", options={"embedder": config.embedder}, state=mnl.fitted_state()))
-    specs.append(popularity)
-    models.append(pool_member_model(popularity, ds, train_rows))
+    log_specs, log_models = log_only_members(ds, train_rows, by_construction, config)
+    specs = [llm, *log_specs]
+    models = [pool_member_model(llm, ds, train_rows, model_dir=model_dir), *log_models]
     pool = LogLinearPool(models, names=[s.name for s in specs], gate="popularity")
     scenes = fit_scenes[: config.pool_fit_scenes]
     with progress_bar(config.progress) as progress:

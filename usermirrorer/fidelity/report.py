@@ -283,7 +283,11 @@ def _training_section(result: Mapping[str, Any]) -> list[str]:
         lines.append(f"Each point scored on the same first {'/'.join(str(x) for x in sorted(n))} eval scenes per "
                      "variant; 0 examples = the base model. E[acc] % (log-loss) per scoring rule; the "
                      "temperature (and the prior weight) of each point fitted on train-user scenes; "
-                     "'letters' = the letter-format training scored in direct mode (no temperature).")
+                     "'letters' = the letter-format training scored in direct mode (no temperature); "
+                     "'pooled' = the point's PMI scores in the gated pool with the collaborative, MNL, content "
+                     "and popularity models, weights refitted per point on the same train-user scenes (the "
+                     "simulator `usermirrorer fit-pool` saves from a checkpoint); 'log-only pool' = that pool "
+                     "without an LLM, on the same scenes.")
         lines.append("")
         rules = list(dict.fromkeys(p["rule"] for p in curve))
         lines.append("| loss | examples | " + " | ".join(f"{r}: {v}" for r in rules for v in variants) + " |")
@@ -314,6 +318,12 @@ def plot_learning_curve(result: Mapping[str, Any], path: str | os.PathLike) -> P
     fig, axes = plt.subplots(1, len(result["setup"]["variants"]), figsize=(11, 4), sharey=True, squeeze=False)
     for ax, variant in zip(axes[0], result["setup"]["variants"]):
         for loss, rule in dict.fromkeys((p["loss"], p["rule"]) for p in curve):
+            if loss == "log-only pool":  # no training: a level, not a curve
+                (y,) = [100 * p["score"]["expected_accuracy"] for p in curve
+                        if (p["loss"], p["variant"]) == (loss, variant)] or [None]
+                if y is not None:
+                    ax.axhline(y, color="black", linestyle="--", linewidth=1, label=loss)
+                continue
             pts = sorted((p["examples"], 100 * p["score"]["expected_accuracy"]) for p in curve
                          if (p["loss"], p["rule"], p["variant"]) == (loss, rule, variant))
             ax.plot([max(x, 1) for x, _ in pts], [y for _, y in pts], marker="o", label=f"{loss}, {rule}")

@@ -27,8 +27,12 @@ from typing import Any
 
 from usermirrorer.data_pipeline.jsonl import iter_jsonl, read_jsonl, write_jsonl
 from usermirrorer.data_pipeline.raw import RawDataset, load_raws
-from usermirrorer.data_pipeline.training.direct_finetune import MANIFEST_NAME, DirectFinetuneConfig, run_direct_finetune
-from usermirrorer.data_pipeline.training.likelihood_train import LOSSES, LikelihoodTrainConfig, LikelihoodTrainRecipe
+from usermirrorer.data_pipeline.training.direct_finetune import (
+    MANIFEST_NAME,
+    DirectFinetuneConfig,
+    run_direct_finetune,
+)
+from usermirrorer.data_pipeline.training.likelihood_train import LOSSES
 from usermirrorer.errors import DataError
 from usermirrorer.fidelity.eval_scenes import (
     VARIANTS,
@@ -49,7 +53,6 @@ __all__ = [
     "scenes_build_seconds",
     "finetune_direct_row",
     "load_direct_ft_manifest",
-    "train_likelihood_row",
     "load_likelihood_ft_manifests",
     "last_trained_checkpoint",
     "TRAINED_PREFERENCE",
@@ -218,22 +221,6 @@ def load_direct_ft_manifest(project_path: str | os.PathLike) -> dict[str, Any] |
     if not Path(manifest.get("model_dir", "")).joinpath("config.json").exists():
         return None
     return manifest
-
-
-def train_likelihood_row(config: LikelihoodTrainConfig, *, fresh: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train the benchmark's likelihood-mode rows on its train users only; returns the manifest.
-
-    The split is the benchmark's (:func:`ensure_split`); the run lands in
-    ``<project>/fidelity/likelihood-ft/<loss>/`` and resumes from its state there.
-    """
-    ds = load_benchmark_raws(config.project_path, config.dataset)
-    split = ensure_split(ds, config.project_path, config.seed, config.eval_user_fraction)
-    recipe = LikelihoodTrainRecipe(config, ds, split.train_users, split.eval_users,
-                                   FidelityPaths(config.project_path).likelihood_ft(config.loss),
-                                   split_info={"seed": split.seed, "eval_user_fraction": split.eval_user_fraction},
-                                   fresh=fresh)
-    recipe.setup()
-    return recipe.train(progress=progress)
 
 
 # a training of this loss is preferred when both exist: it trained the PMI score likelihood mode reads

@@ -14,6 +14,7 @@ import torch
 from usermirrorer.data_pipeline.scene import render_scene
 from usermirrorer.data_pipeline.training.likelihood_train import (
     LikelihoodTrainRecipe,
+    attach_offsets,
     batch_option_logprobs,
     command_line,
     encode_examples,
@@ -24,7 +25,7 @@ from usermirrorer.data_pipeline.training.likelihood_train import (
 from usermirrorer.errors import ConfigError, DataError
 from usermirrorer.sim.backends.base import ChatPromptEncoder
 from usermirrorer.sim.evaluation import evaluate
-from usermirrorer.sim.simulator import SimOptions, UserSimulator
+from usermirrorer.sim.simulator import ChoiceResult, SimOptions, UserSimulator
 
 GENRES = ("comedy", "horror", "western", "musical")
 
@@ -226,3 +227,58 @@ def test_letter_examples_carry_no_letter_prior_and_score_what_letter_mode_reads(
         with torch.no_grad():
             packed = torch.log_softmax(option_logprobs(model, example, autocast=False), dim=0).numpy()
         np.testing.assert_allclose(packed, expected, atol=1e-5, rtol=0)
+
+
+class KnowsOneGenre:
+    """A choice model that knows the rule for one genre only: it favours the option of that genre
+    when the history shows it, and is uniform on every other scene (the residual's offset model)."""
+
+    def __init__(self, genre: str, boost: float = 4.0):
+        self.genre, self.boost = genre, boost
+
+    def choice_probs(self, scenes):
+        out = []
+        for scene in scenes:
+            options = scene["text"]["action_list"]
+            logits = np.array([self.boost if self.genre in o and self.genre in scene["text"]["history"] else 0.0
+                               for o in options])
+            with np.errstate(invalid="ignore"):  # an infinite boost gives NaN probabilities on purpose
+                out.append(ChoiceResult(probs=np.exp(logits) / np.exp(logits).sum()))
+        return out
+
+
+def test_residual_training_learns_what_its_offset_model_misses(tiny_model_dir, tmp_path):
+    k = len(GENRES)
+    offset_model = KnowsOneGenre("comedy")
+    config = tiny_config(tmp_path, base_model=str(tiny_model_dir), loss="residual", examples=320, k=k,
+                         trainable_layers=2, lr=3e-3, warmup=4, batch_size=4, curve=(), save_every=10**6)
+    with pytest.raises(ConfigError, match="needs an offset model"):
+        LikelihoodTrainRecipe(config, None, ["train"], ["eval"], tmp_path / "run")
+    recipe = LikelihoodTrainRecipe(config, None, ["train"], ["eval"], tmp_path / "run", offset_model=offset_model,
+                                   offset_info={"model": "knows comedy"})
+    train = genre_scenes(config.examples, seed=0, prefix="t")
+    recipe.setup(scenes=train)
+    # the loss is the listwise NLL with the offsets added to the scaled PMI scores
+    batch = recipe.examples[:4]
+    with torch.no_grad():
+        expected = [-torch.log_softmax(s * torch.exp(-recipe.log_temperature) + torch.tensor(e.offset), 0)[e.target]
+                    for s, e in zip(recipe.pmi_scores(batch), batch)]
+        assert torch.allclose(recipe.batch_loss(batch), torch.stack(expected))
+    manifest = recipe.train(progress=False)
+    assert manifest["offset_model"]["model"] == "knows comedy"
+
+    held_out = [s for s in genre_scenes(300, seed=1, prefix="h") if "comedy" not in s["text"]["history"]]
+    examples = encode_examples(held_out, recipe.encoder, "residual", config.max_tokens)
+    attach_offsets(examples, held_out, offset_model)
+    assert all(np.ptp(e.offset) == 0 for e in examples)  # the offset model knows nothing of these scenes
+    recipe.model.eval()
+    with torch.no_grad():
+        scores = [s.numpy() for at in range(0, len(examples), 8) for s in recipe.pmi_scores(examples[at : at + 8])]
+    top1 = float(np.mean([np.argmax(s) == e.target for s, e in zip(scores, examples)]))
+    # chance is 1/K on the scenes the offsets leave uniform; five standard errors above it
+    bound = 1 / k + 5 * math.sqrt((1 / k) * (1 - 1 / k) / len(examples))
+    assert top1 > bound, (top1, bound)
+    comedy = [s for s in genre_scenes(40, seed=2, prefix="c") if "comedy" in s["text"]["history"]][:1]
+    with pytest.raises(DataError, match="expected 4 finite ones"):  # exp(inf) / inf: NaN probabilities
+        attach_offsets(encode_examples(comedy, recipe.encoder, "residual", config.max_tokens), comedy,
+                       KnowsOneGenre("comedy", boost=float("inf")))
