@@ -87,8 +87,9 @@ def _add_fidelity(sub: argparse._SubParsersAction) -> None:
                    help="evaluate likelihood-mode LLM rows on at most N scenes per variant (default: all)")
     p.add_argument("--fit-scenes", type=int, default=1000,
                    help="train-user scenes the content, co-occurrence and MNL rows are fitted on (default 1000)")
-    p.add_argument("--likelihood-fit-scenes", type=int, default=200,
-                   help="of those, how many fit a likelihood row's temperature (default 200)")
+    p.add_argument("--likelihood-fit-scenes", type=int, default=600,
+                   help="of those, how many fit a likelihood row's temperature and the pools' weights "
+                        "(default 600, as fit-pool)")
     p.add_argument("--debias", default="",
                    help="extra base direct-mode rows with letter positions debiased, comma-separated: reversed "
                         "(2 orders), cyclic (all K: K times the cost), prior (PriDe: the letter prior estimated "

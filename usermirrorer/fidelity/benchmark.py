@@ -133,7 +133,8 @@ class FidelityConfig:
         fit_scenes: train-user scenes (half standard, half popularity-matched) the ``content``
             and ``mnl`` rows are fitted on.
         likelihood_fit_scenes: the first this many of them fit a likelihood-mode row's
-            temperature (its answers on them are cached like eval answers).
+            temperature and the pools' weights (its answers on them are cached like eval
+            answers); 600, as ``usermirrorer fit-pool`` fits its pool.
         debias: extra base-LLM direct-mode rows, one per letter-debiasing method
             (``reversed``, ``cyclic``, ``prior``), on the ``llm_limit`` scenes.
         pool: add the hybrid rows: each trained likelihood row pooled with the collaborative
@@ -175,7 +176,7 @@ class FidelityConfig:
     repeats: int = 10
     batch_size: int = 8
     fit_scenes: int = 1000
-    likelihood_fit_scenes: int = 200
+    likelihood_fit_scenes: int = 600  # as fit-pool; 200 moved the pools ~0.5 pp
     debias: tuple[str, ...] = ()
     pool: bool = True
     fresh: bool = False
