@@ -128,23 +128,19 @@ def top1_accuracy(probs: Sequence[np.ndarray], targets: Sequence[int]) -> float:
     return float(credit.mean())
 
 
-def softmax_nll(scores: Sequence[np.ndarray], targets: Sequence[int], temperature: float,
-                offsets: Sequence[np.ndarray] | None = None) -> float:
-    """Mean negative log-likelihood (nats) of the real options under ``softmax(offsets + scores / T)``
-    (``offsets``: fixed per-option log-terms of another model, e.g. a residual's base; none: 0)."""
+def softmax_nll(scores: Sequence[np.ndarray], targets: Sequence[int], temperature: float) -> float:
+    """Mean negative log-likelihood (nats) of the real options under ``softmax(scores / T)``."""
     total = 0.0
-    for i, (row, target) in enumerate(zip(scores, targets)):
+    for row, target in zip(scores, targets):
         z = np.asarray(row, dtype=np.float64) / temperature
-        if offsets is not None:
-            z = z + np.asarray(offsets[i], dtype=np.float64)
         m = z.max()
         total += m + np.log(np.exp(z - m).sum()) - z[int(target)]
     return total / max(len(scores), 1)
 
 
 def fit_temperature(scores: Sequence[np.ndarray], targets: Sequence[int],
-                    bounds: tuple[float, float] = (1e-3, 1e3), offsets: Sequence[np.ndarray] | None = None) -> float:
-    """The temperature ``T`` that minimises :func:`softmax_nll` of ``softmax(offsets + scores / T)``.
+                    bounds: tuple[float, float] = (1e-3, 1e3)) -> float:
+    """The temperature ``T`` that minimises :func:`softmax_nll` of ``softmax(scores / T)``.
 
     One parameter fitted on train scenes, so a scoring rule's log-loss and calibration are
     compared fairly with other models' (its accuracy in the argmax sense does not move).
@@ -152,21 +148,19 @@ def fit_temperature(scores: Sequence[np.ndarray], targets: Sequence[int],
     """
     if len(scores) != len(targets) or not len(scores):
         raise ValueError(f"need one target per score row and at least one row; got {len(scores)} and {len(targets)}")
-    if offsets is not None and len(offsets) != len(scores):
-        raise ValueError(f"need one offset row per score row; got {len(offsets)} and {len(scores)}")
     lo, hi = np.log(bounds[0]), np.log(bounds[1])
     ratio = (np.sqrt(5.0) - 1.0) / 2.0
     a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    fa, fb = softmax_nll(scores, targets, np.exp(a), offsets), softmax_nll(scores, targets, np.exp(b), offsets)
+    fa, fb = softmax_nll(scores, targets, np.exp(a)), softmax_nll(scores, targets, np.exp(b))
     for _ in range(80):
         if fa < fb:
             hi, b, fb = b, a, fa
             a = hi - ratio * (hi - lo)
-            fa = softmax_nll(scores, targets, np.exp(a), offsets)
+            fa = softmax_nll(scores, targets, np.exp(a))
         else:
             lo, a, fa = a, b, fb
             b = lo + ratio * (hi - lo)
-            fb = softmax_nll(scores, targets, np.exp(b), offsets)
+            fb = softmax_nll(scores, targets, np.exp(b))
     return float(np.exp((lo + hi) / 2.0))
 
 
